@@ -1,0 +1,226 @@
+"""Face landmarks, blendshapes, pose and metric mesh from images and videos with MediaPipe's public Tasks API."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputImageError, ModelFileError
+from .geometry import METADATA_MEMBER, GeometryMetadata, read_geometry_metadata, screen_to_metric
+from .types import NUM_BLENDSHAPES, NUM_POINTS, FaceLandmarks
+
+logger = logging.getLogger(__name__)
+
+MIN_SIDE = 64  # px: below this on the shorter side there is no face left to find
+_GEOMETRY_BATCH = 64  # frames per vectorised geometry call: bounds its temporaries on long videos
+_BUNDLE_MEMBERS = (
+    "face_detector.tflite",
+    "face_landmarks_detector.tflite",
+    "face_blendshapes.tflite",
+    METADATA_MEMBER,
+)
+
+# One frame's raw result: points (478, 3), pose (4, 4), blendshapes (52,), all float64.
+_Raw = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Any common image array (gray, RGB, RGBA; uint8, uint16, float in [0, 1]) → contiguous (H, W, 3) uint8 RGB."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise InputImageError(f"expected one image of shape (H, W), (H, W, 1|3|4), got {image.shape}")
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise InputImageError(
+            f"the image is {width}×{height} px; face landmarks need at least {MIN_SIDE} px on the shorter side"
+        )
+    if image.shape[2] in (2, 4):
+        image = image[:, :, :-1]  # drop alpha
+    image = _to_uint8(image)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8, uint16 or float-in-[0, 1] pixels → uint8 (rounded)."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise InputImageError("the image contains NaN or infinite values")
+        if image.max() > 1.5:  # far outside [0, 1]: a 0–255 image passed as float
+            raise InputImageError(f"float images must be in [0, 1], this one reaches {float(image.max()):g}")
+        return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise InputImageError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
+
+
+def _read_bundle(model_path: str | os.PathLike) -> bytes:
+    """The bytes of a face landmarker ``.task`` file, checked to be a complete bundle."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelFileError(f"MediaPipe face landmarker model not found: {path}")
+    data = path.read_bytes()
+    invalid = f"{path} is not a valid MediaPipe face landmarker bundle (face_landmarker_v2_with_blendshapes.task)"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            missing = sorted(set(_BUNDLE_MEMBERS) - set(archive.namelist()))
+            corrupt = archive.testzip()
+    except zipfile.BadZipFile as error:
+        raise ModelFileError(f"{invalid}: {error}") from error
+    if missing or corrupt:
+        raise ModelFileError(f"{invalid}: " + (f"missing {', '.join(missing)}" if missing else f"corrupt {corrupt}"))
+    return data
+
+
+class FaceLandmarker:
+    """One MediaPipe FaceLandmarker (one face, blendshapes and pose on, CPU), in VIDEO (tracking) or IMAGE mode.
+
+    Use it as a context manager so that MediaPipe's graph is closed (mediapipe 1.x needs that).
+    """
+
+    def __init__(self, model_path: str | os.PathLike, *, video: bool, fps: float = 30.0):
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        bundle = _read_bundle(model_path)
+        self.geometry: GeometryMetadata = read_geometry_metadata(bundle)
+        self.video = video
+        self._ms_per_frame = 1000.0 / fps
+        self._last_ms = -1  # VIDEO mode timestamps: integer ms, strictly increasing even above 1000 fps
+        self._frames = 0
+        self._mp, self._task = _create_task(bundle, video, Path(model_path))
+
+    def __enter__(self) -> FaceLandmarker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release MediaPipe's graph (idempotent)."""
+        if self._task is not None:
+            self._task.close()
+            self._task = None
+
+    def detect(self, image: np.ndarray) -> FaceLandmarks:
+        """The landmarks of one image (or of the next video frame) as a one-frame record."""
+        rgb = as_rgb_uint8(image)
+        return _assemble([self._detect_raw(rgb)], rgb.shape[1], rgb.shape[0], self.geometry)
+
+    def _detect_raw(self, rgb: np.ndarray) -> _Raw | None:
+        """Points (478, 3), MediaPipe's pose (4, 4), blendshapes (52,) of a (H, W, 3) uint8 frame, None if no face."""
+        if self._task is None:
+            raise ValueError("the face landmarker is closed")
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        if self.video:
+            self._last_ms = max(round(self._frames * self._ms_per_frame), self._last_ms + 1)
+            result = self._task.detect_for_video(mp_image, self._last_ms)
+        else:
+            result = self._task.detect(mp_image)
+        self._frames += 1
+        return _unpack(result)
+
+
+def _create_task(bundle: bytes, video: bool, path: Path) -> tuple[Any, Any]:
+    """(the mediapipe module, a FaceLandmarker task) loaded from the bundle's bytes."""
+    import mediapipe as mp  # deferred: importing it takes a second and loads native code
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    options = vision.FaceLandmarkerOptions(
+        base_options=BaseOptions(model_asset_buffer=bundle, delegate=BaseOptions.Delegate.CPU),
+        running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
+        num_faces=1,
+        output_face_blendshapes=True,
+        output_facial_transformation_matrixes=True,
+    )
+    try:
+        return mp, vision.FaceLandmarker.create_from_options(options)
+    except (RuntimeError, ValueError) as error:
+        raise ModelFileError(f"{path} is not a valid MediaPipe face landmarker bundle: {error}") from error
+
+
+def _unpack(result: Any) -> _Raw | None:
+    """A FaceLandmarkerResult → the first face's arrays, or None when there is no face or no pose."""
+    if not result.face_landmarks or not result.facial_transformation_matrixes:
+        return None
+    points = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float64)  # (478, 3)
+    pose = np.asarray(result.facial_transformation_matrixes[0], dtype=np.float64).reshape(4, 4)
+    blendshapes = np.full(NUM_BLENDSHAPES, np.nan)
+    for category in result.face_blendshapes[0] if result.face_blendshapes else ():
+        blendshapes[category.index] = category.score  # by index: column 0 is "_neutral"
+    if points.shape != (NUM_POINTS, 3):
+        raise ModelFileError(f"the face landmarker model gives {len(points)} landmarks, expected {NUM_POINTS}")
+    return points, pose, blendshapes
+
+
+def _assemble(raws: list[_Raw | None], width: int, height: int, geometry: GeometryMetadata) -> FaceLandmarks:
+    """Per-frame raw results (consumed: set to None) → a FaceLandmarks record, the mesh computed in batches."""
+    out = FaceLandmarks.empty(len(raws), width, height)
+    for i in range(len(raws)):
+        raw, raws[i] = raws[i], None  # frees each frame's arrays once copied: no second copy of them all
+        if raw is not None:
+            out.points[i], out.pose[i], out.blendshapes[i] = raw
+            out.found[i] = True
+    rows = np.flatnonzero(out.found)
+    for start in range(0, len(rows), _GEOMETRY_BATCH):
+        batch = rows[start : start + _GEOMETRY_BATCH]
+        out.mesh[batch], _ = screen_to_metric(out.points[batch], width, height, geometry)
+    undefined = out.found & np.isnan(out.mesh).any(axis=(1, 2))  # a degenerate face: MediaPipe gives no pose either
+    for array in (out.points, out.pose, out.blendshapes):
+        array[undefined] = np.nan
+    out.found[undefined] = False
+    return out
+
+
+def extract_landmarks(
+    frames: Iterable[np.ndarray],
+    model_path: str | os.PathLike,
+    *,
+    video: bool = True,
+    fps: float = 30.0,
+    on_frame: Callable[[int], None] | None = None,
+) -> FaceLandmarks:
+    """Landmarks of every frame, streamed one frame at a time; ``on_frame(i)`` runs after frame i (it may raise).
+
+    ``video=True`` tracks the face across frames (MediaPipe VIDEO mode); ``video=False`` detects it anew in each.
+    Frames without a face get ``found=False`` and NaN rows.
+    """
+    raws: list[_Raw | None] = []
+    size: tuple[int, int] | None = None
+    start = time.perf_counter()
+    with FaceLandmarker(model_path, video=video, fps=fps) as landmarker:
+        index = -1
+        for frame in frames:  # not enumerate(): it keeps its last result tuple, and with it the last frame
+            index += 1
+            rgb = as_rgb_uint8(frame)
+            del frame  # hold no caller's frame while MediaPipe and the callback run
+            size = size or (rgb.shape[1], rgb.shape[0])
+            if (rgb.shape[1], rgb.shape[0]) != size:
+                raise InputImageError(
+                    f"all frames must have one size: frame {index} is {rgb.shape[1]}×{rgb.shape[0]} px, "
+                    f"frame 0 {size[0]}×{size[1]}"
+                )
+            raws.append(landmarker._detect_raw(rgb))
+            del rgb
+            if on_frame is not None:
+                on_frame(index)
+    if size is None:
+        raise InputImageError("no frames to extract landmarks from")
+    result = _assemble(raws, *size, landmarker.geometry)
+    ms_per_frame = 1e3 * (time.perf_counter() - start) / len(result)
+    logger.info("face found in %d of %d frames (%.1f ms/frame)", result.num_found, len(result), ms_per_frame)
+    return result

