@@ -1,0 +1,9 @@
+"""ComfyUI adapters for the Follow-Your-Emoji library. The only package that imports ComfyUI."""
+
+from . import landmarks
+from .model_paths import register_folders
+
+register_folders()
+
+NODE_CLASS_MAPPINGS = {**landmarks.NODE_CLASS_MAPPINGS}
+NODE_DISPLAY_NAME_MAPPINGS = {**landmarks.NODE_DISPLAY_NAME_MAPPINGS}

@@ -1,0 +1,19 @@
+"""ComfyUI's progress bar and Cancel button, as the per-item callback the library functions take."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import comfy.model_management
+import comfy.utils
+
+
+def frame_callback(total: int) -> Callable[[int], None]:
+    """A callback for item ``i`` of ``total``: raises if the user pressed Cancel, then moves the progress bar."""
+    bar = comfy.utils.ProgressBar(total)
+
+    def on_item(index: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(index + 1, total)
+
+    return on_item
