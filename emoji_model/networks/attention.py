@@ -1,0 +1,137 @@
+"""Attention processors of the spatial transformers: reference self-attention and frame-shared cross-attention.
+
+Both are diffusers-style processors (``processor(attn, hidden_states, encoder_hidden_states, attention_mask, ...)``)
+for a diffusers ``Attention`` layer that holds the weights; extra inputs come in as call arguments through
+``Attention.forward``. Frames are folded into the batch, frame-major within each batch row: row ``b·F + f``.
+SDPA throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+
+def _split_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    # (N, T, H·D) → (N, H, T, D)
+    return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+
+
+def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Multi-head SDPA: q (N, Tq, H·D), k/v (N, Tk, H·D) → (N, Tq, H·D)."""
+    out = F.scaled_dot_product_attention(
+        _split_heads(attn, q), _split_heads(attn, k), _split_heads(attn, v), scale=attn.scale
+    )
+    return out.transpose(1, 2).flatten(2)
+
+
+def _project_out(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    return attn.to_out[1](attn.to_out[0](x))  # linear, dropout
+
+
+def _per_frame(x: torch.Tensor, rows: int, frames: int) -> torch.Tensor:
+    # (1 | rows, M, C) → (rows·F, M, C): one row's tokens for each of its frames
+    return x.unsqueeze(1).expand(rows, frames, *x.shape[1:]).flatten(0, 1)
+
+
+def _reference_rows(reference: torch.Tensor | None, mask: Sequence[bool] | None, batch: int) -> list[int]:
+    """The batch rows that attend to the reference."""
+    if reference is None:
+        return []
+    if reference.shape[0] not in (1, batch):
+        raise ValueError(f"reference batch {reference.shape[0]} fits neither 1 nor the batch {batch}")
+    if mask is None:
+        return list(range(batch))
+    if len(mask) != batch:
+        raise ValueError(f"reference_mask has {len(mask)} entries for a batch of {batch}")
+    return [b for b in range(batch) if mask[b]]
+
+
+class ReferenceAttnProcessor:
+    """``attn1`` of the UNet3D's spatial transformers (the official ``attention_mode: SpatialAtten``).
+
+    Each frame attends to its own tokens and to the reference image's: q = norm1(x), k = v = [norm1(x); reference].
+    Call arguments (through ``Attention.forward``):
+
+    - ``hidden_states`` (B·F, N, C): norm1(x) of every frame.
+    - ``reference`` (1 | B, M, C) or None: this layer's ReferenceNet ``norm1`` tokens; one row serves all frames of
+      its batch row, a batch of 1 serves every row. None: plain self-attention.
+    - ``reference_mask``: B booleans or None (= all True). False rows run plain self-attention: the official CFG
+      uncond half (golden quirk 7). Those rows never pay for reference tokens, and the reference keys/values are
+      projected once per batch row, not once per frame.
+    - ``frames``: F.
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+        reference_mask: Sequence[bool] | None = None,
+        frames: int = 1,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError("ReferenceAttnProcessor is a self-attention: no encoder_hidden_states, no mask")
+        n, t, _ = hidden_states.shape
+        batch = n // frames
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)  # (B·F, N, C')
+        rows = _reference_rows(reference, reference_mask, batch)
+        if not rows:
+            return _project_out(attn, _attend(attn, q, k, v))
+
+        if reference.shape[0] != 1 and len(rows) != batch:
+            reference = reference[rows]
+        ref_k = _per_frame(attn.to_k(reference), len(rows), frames)  # (R·F, M, C')
+        ref_v = _per_frame(attn.to_v(reference), len(rows), frames)
+        if len(rows) == batch:
+            out = _attend(attn, q, torch.cat([k, ref_k], dim=1), torch.cat([v, ref_v], dim=1))
+            return _project_out(attn, out)
+
+        plain = [b for b in range(batch) if b not in rows]
+        q, k, v = (x.unflatten(0, (batch, frames)) for x in (q, k, v))  # (B, F, N, C')
+        out = torch.empty_like(q)
+        out[rows] = _attend(
+            attn,
+            q[rows].flatten(0, 1),
+            torch.cat([k[rows].flatten(0, 1), ref_k], dim=1),
+            torch.cat([v[rows].flatten(0, 1), ref_v], dim=1),
+        ).unflatten(0, (len(rows), frames))
+        out[plain] = _attend(attn, q[plain].flatten(0, 1), k[plain].flatten(0, 1), v[plain].flatten(0, 1)).unflatten(
+            0, (len(plain), frames)
+        )
+        return _project_out(attn, out.flatten(0, 1))
+
+
+class SharedContextAttnProcessor:
+    """``attn2``: cross-attention to a context shared by all frames of a batch row.
+
+    ``hidden_states`` (B·F, N, C) and ``encoder_hidden_states`` (B, L, D): the queries of a row's F frames are
+    attended as one sequence of F·N queries against that row's keys/values (queries do not interact, so this is
+    exactly per-frame attention), and the context is projected once per row instead of once per frame. With
+    ``B·F == B`` (F = 1) it is ordinary cross-attention.
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if attention_mask is not None:
+            raise ValueError("SharedContextAttnProcessor takes no attention mask")
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        n, t, _ = hidden_states.shape
+        batch = context.shape[0]
+        if n % batch:
+            raise ValueError(f"{n} query rows do not split into {batch} context rows")
+        q = attn.to_q(hidden_states).reshape(batch, (n // batch) * t, -1)  # (B, F·N, C')
+        out = _attend(attn, q, attn.to_k(context), attn.to_v(context))  # (B, F·N, C')
+        return _project_out(attn, out.reshape(n, t, -1))

@@ -1,0 +1,58 @@
+"""The ReferenceNet: the SD 2-D UNet run once on the clean reference latent, handing out its transformers' ``norm1``.
+
+The official runs it at timestep 0 with the CLIP context (through its own ``clip_fc``) and keeps, from every spatial
+transformer block, the LayerNorm'd input of its self-attention: 16 features for SD-1.x, in call order (down 6, mid 1,
+up 9). The last transformer (``up_blocks.3.attentions.2``) computes only ``norm1``, and there is no ``conv_norm_out``
+/ ``conv_out``, so the state dict has exactly the official keys (666 full size) and nothing past the last feature
+is computed. Under CFG the official runs it on [uncond, cond], but the uncond features are never read: batch 1
+(the cond row) is enough.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from .blocks import DownBlock, MidBlock, UpBlock, timestep_embedding
+from .config import UNetConfig
+
+
+class ReferenceNet(nn.Module):
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.config = cfg
+        widths = cfg.block_out_channels
+        levels = len(widths)
+        self.conv_in = nn.Conv2d(cfg.in_channels, widths[0], kernel_size=3, padding=1)
+        self.clip_fc = nn.Linear(cfg.clip_dim, cfg.cross_attention_dim)
+        self.time_proj = Timesteps(widths[0], cfg.flip_sin_to_cos, cfg.freq_shift)
+        self.time_embedding = TimestepEmbedding(widths[0], cfg.time_embed_dim)
+        self.down_blocks = nn.ModuleList(
+            DownBlock(cfg, widths[max(i - 1, 0)], widths[i], cross_attention=i < levels - 1, motion=None,
+                      downsample=i < levels - 1)
+            for i in range(levels)
+        )
+        self.mid_block = MidBlock(cfg, widths[-1], motion=None)
+        rev = widths[::-1]
+        self.up_blocks = nn.ModuleList(
+            UpBlock(cfg, rev[min(i + 1, levels - 1)], rev[max(i - 1, 0)], rev[i], cross_attention=i > 0, motion=None,
+                    upsample=i < levels - 1, norm1_only_last=i == levels - 1)
+            for i in range(levels)
+        )
+
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """sample (B, 4, h, w) clean reference latent, timestep (0 in the pipeline), encoder_hidden_states
+        (B, L, clip_dim) CLIP ``last_hidden_state`` → 16 norm1 features (B, h_i·w_i, C_i): down 6, mid 1, up 9."""
+        context = self.clip_fc(encoder_hidden_states)  # (B, L, cross_attention_dim)
+        temb = timestep_embedding(self.time_proj, self.time_embedding, timestep, sample.shape[0], sample.device)
+        features: list[torch.Tensor] = []
+        x = self.conv_in(sample)
+        skips = [x]
+        for block in self.down_blocks:
+            x, block_skips = block(x, temb, context, features=features)
+            skips += block_skips
+        x = self.mid_block(x, temb, context, features=features)
+        for block in self.up_blocks:
+            x = block(x, skips, temb, context, features=features)
+        return tuple(features)

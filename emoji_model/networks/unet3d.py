@@ -1,0 +1,117 @@
+"""The denoising UNet3D: the SD-1.x UNet applied per frame, a motion module after every layer, reference attention.
+
+Layout (official keys): CrossAttnDown×3 + Down, mid CrossAttn, Up + CrossAttnUp×3; motion modules after every
+spatial transformer (cross-attention blocks) and after every resnet (plain blocks), 21 in all for SD-1.x. The
+landmark guider's features are added right after ``conv_in``; the CLIP states go through the UNet's own
+``clip_fc``. Internally frames are folded into the batch, (B·F, C, h, w) with row ``b·F + f``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from .blocks import DownBlock, MidBlock, UpBlock, timestep_embedding
+from .config import UNet3DConfig
+from .motion import check_window
+
+
+class UNet3D(nn.Module):
+    def __init__(self, cfg: UNet3DConfig):
+        super().__init__()
+        self.config = cfg
+        u, motion = cfg.unet, cfg.motion
+        widths = u.block_out_channels
+        levels = len(widths)
+        self.conv_in = nn.Conv2d(u.in_channels, widths[0], kernel_size=3, padding=1)
+        self.time_proj = Timesteps(widths[0], u.flip_sin_to_cos, u.freq_shift)
+        self.time_embedding = TimestepEmbedding(widths[0], u.time_embed_dim)
+        self.clip_fc = nn.Linear(u.clip_dim, u.cross_attention_dim)
+        self.down_blocks = nn.ModuleList(
+            DownBlock(u, widths[max(i - 1, 0)], widths[i], cross_attention=i < levels - 1, motion=motion,
+                      downsample=i < levels - 1)
+            for i in range(levels)
+        )
+        self.mid_block = MidBlock(u, widths[-1], motion=motion)
+        rev = widths[::-1]
+        self.up_blocks = nn.ModuleList(
+            UpBlock(u, rev[min(i + 1, levels - 1)], rev[max(i - 1, 0)], rev[i], cross_attention=i > 0,
+                    motion=motion, upsample=i < levels - 1)
+            for i in range(levels)
+        )
+        self.conv_norm_out = nn.GroupNorm(u.norm_num_groups, widths[0], eps=u.norm_eps)
+        self.conv_out = nn.Conv2d(widths[0], u.out_channels, kernel_size=3, padding=1)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep,
+        encoder_hidden_states: torch.Tensor,
+        landmark_features: torch.Tensor | None = None,
+        reference_features: Sequence[torch.Tensor] | None = None,
+        reference_mask: Sequence[bool] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One denoiser call on a window of frames → the model output (v-prediction for FYE), (B, 4, F, h, w).
+
+        - ``sample`` (B, 4, F, h, w): noisy latents, F ≤ ``config.motion.max_frames`` (32) or ValueError.
+        - ``timestep``: number, 0-d, (1,) or (B,) tensor.
+        - ``encoder_hidden_states`` (B | 1, L, 1024): CLIP ``last_hidden_state`` (``clip_fc`` is applied here);
+          zeros for the CFG uncond row.
+        - ``landmark_features`` (B | 1, 320, F, h, w) or None: the landmark guider's output.
+        - ``reference_features``: the ReferenceNet's 16 features (1 | B, h_i·w_i, C_i) in its output order, or None.
+          Routed in order: pairs to down_blocks 0..2, one to the mid block, triples to up_blocks 1..3.
+        - ``reference_mask``: B booleans (list or tensor) or None (= all True). Rows marked False run plain
+          self-attention and never see the reference. The official CFG call ([uncond, cond] with
+          ``set_do_classifier_free_guidance(True)``) is ``reference_mask=(False, True)``; a batch-1 reference
+          (the ReferenceNet on the cond row only) then gives the same result.
+        """
+        b, _, f, h, w = sample.shape
+        check_window(f, self.config.motion.max_frames)
+        mask = _as_mask(reference_mask, b)
+        routed = self._route(reference_features)
+
+        context = self.clip_fc(encoder_hidden_states)  # (B | 1, L, D): shared by the frames of a row
+        temb = timestep_embedding(self.time_proj, self.time_embedding, timestep, b, sample.device)
+        temb = temb.repeat_interleave(f, dim=0)  # (B·F, T)
+
+        x = self.conv_in(sample.transpose(1, 2).flatten(0, 1))  # (B·F, C0, h, w)
+        if landmark_features is not None:
+            x = (x.unflatten(0, (b, f)) + landmark_features.transpose(1, 2)).flatten(0, 1)
+
+        skips = [x]
+        for block, refs in zip(self.down_blocks, routed):
+            x, block_skips = block(x, temb, context, f, refs, mask)
+            skips += block_skips
+        x = self.mid_block(x, temb, context, f, routed[len(self.down_blocks)], mask)
+        for block, refs in zip(self.up_blocks, routed[len(self.down_blocks) + 1 :]):
+            x = block(x, skips, temb, context, f, refs, mask)
+
+        x = self.conv_out(F.silu(self.conv_norm_out(x)))  # (B·F, 4, h, w)
+        return x.unflatten(0, (b, f)).transpose(1, 2).contiguous()
+
+    def _route(self, reference_features: Sequence[torch.Tensor] | None) -> list[tuple[torch.Tensor, ...]]:
+        """One tuple of features per block (down blocks, mid, up blocks), each as long as its transformer count."""
+        blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
+        if reference_features is None:
+            return [()] * len(blocks)
+        counts = [block.num_transformers for block in blocks]
+        if len(reference_features) != sum(counts):
+            raise ValueError(f"{len(reference_features)} reference features for {sum(counts)} spatial transformers")
+        routed, start = [], 0
+        for n in counts:
+            routed.append(tuple(reference_features[start : start + n]))
+            start += n
+        return routed
+
+
+def _as_mask(mask: Sequence[bool] | torch.Tensor | None, batch: int) -> tuple[bool, ...] | None:
+    if mask is None:
+        return None
+    mask = tuple(bool(m) for m in (mask.tolist() if isinstance(mask, torch.Tensor) else mask))
+    if len(mask) != batch:
+        raise ValueError(f"reference_mask has {len(mask)} entries for a batch of {batch}")
+    return mask
