@@ -1,0 +1,96 @@
+"""Samplers over context windows, k-diffusion style: the denoiser is an opaque callable.
+
+``denoise(x_window, t, frame_indices) -> v`` gets the latents of one window (B, C, len(window), h, w), float32,
+the integer timestep and the window's frame indices (positions along the sampled tensor's frame axis — absolute
+video frames in ``sample_progressive``), and returns the v-prediction for that window (any float dtype; CFG, if any,
+happens inside it). It never sees more frames than a window, and the sampler keeps its latents in float32.
+
+``callback(info)`` runs before every window, ``{'step', 'window', 'total'}`` (window index, windows in this step),
+and once after every step with ``window == total`` plus ``'x'`` (latents after the step) and ``'denoised'`` (the
+predicted clean latents, for previews). It may raise to cancel: nothing more is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+
+from .context import WindowFusion, windows_overlap
+from .progressive import FixedFrames, ProgressivePlan, hold_fixed
+from .schedule import ddim_step, official_alphas_cumprod, prev_timestep
+
+Denoiser = Callable[[torch.Tensor, int, list[int]], torch.Tensor]
+WindowsFn = Callable[..., list[list[int]]]  # windows_fn(num_frames, step_index=i)
+WeightsFn = Callable[[int], torch.Tensor]  # weights_fn(window_length) -> (window_length,)
+
+
+@torch.no_grad()
+def sample_windows(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    timesteps: Sequence[int] | torch.Tensor,
+    windows_fn: WindowsFn,
+    weights_fn: WeightsFn,
+    alphas_cumprod: torch.Tensor | None = None,
+    fixed: FixedFrames | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> torch.Tensor:
+    """DDIM, eta 0, v-prediction (Song et al. 2021) over context windows fused per frame; x (B, C, F, h, w)."""
+    timesteps = [int(t) for t in timesteps]
+    if not timesteps:
+        raise ValueError("need at least one timestep")
+    alphas_cumprod = official_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+    x = x.to(torch.float32, copy=True)
+    t_prev = timesteps[0]
+    for i, t in enumerate(timesteps):
+        if fixed is not None:
+            x = hold_fixed(x, fixed, t, alphas_cumprod)
+        windows = windows_fn(x.shape[2], step_index=i)
+        fusion = WindowFusion(x)
+        for w, window in enumerate(windows):
+            if callback is not None:
+                callback({"step": i, "window": w, "total": len(windows)})
+            fusion.add(window, denoise(x[:, :, window], t, list(window)), weights_fn(len(window)))
+        # DDIM step on the fused v-prediction
+        t_prev = prev_timestep(t, len(timesteps))
+        x, denoised = ddim_step(fusion.result(), t, t_prev, x, alphas_cumprod)
+        if callback is not None:
+            callback({"step": i, "window": len(windows), "total": len(windows), "x": x, "denoised": denoised})
+    return x if fixed is None else hold_fixed(x, fixed, t_prev, alphas_cumprod)
+
+
+@torch.no_grad()
+def sample_progressive(
+    denoise: Denoiser,
+    noise: torch.Tensor,
+    timesteps: Sequence[int] | torch.Tensor,
+    plan: ProgressivePlan,
+    length: int,
+    overlap: int,
+    weights_fn: WeightsFn,
+    alphas_cumprod: torch.Tensor | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> torch.Tensor:
+    """The progressive strategy (Ma et al. 2024): the keyframes, then each in-between segment with its end keyframes
+    held at their re-noised clean latents. ``noise`` (B, C, F, h, w) is the whole video's initial noise."""
+    out = noise.to(torch.float32, copy=True)  # clean frames replace the noise as the stages produce them
+    segments = (plan.keyframes, *plan.inbetweens)
+    for s, segment in enumerate(segments):
+        frames = list(segment.frames)
+        held = [frames[p] for p in segment.fixed_positions]
+        fixed = FixedFrames(segment.fixed_positions, out[:, :, held], noise[:, :, held]) if held else None
+        x = sample_windows(
+            lambda xw, t, window, frames=frames: denoise(xw, t, [frames[j] for j in window]),
+            noise[:, :, frames],
+            timesteps,
+            partial(windows_overlap, length=length, overlap=overlap),
+            weights_fn,
+            alphas_cumprod,
+            fixed,
+            None if callback is None else lambda info, s=s: callback({**info, "segment": s, "segments": len(segments)}),
+        )
+        generated = [p for p, f in enumerate(frames) if f not in segment.fixed]
+        out[:, :, [frames[p] for p in generated]] = x[:, :, generated]
+    return out
