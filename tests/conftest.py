@@ -148,3 +148,75 @@ def comfyui_server(tmp_path_factory):
     server.install_model("mediapipe", model, FACE_LANDMARKER.name)
     with server:
         yield server
+
+
+# ---- encoders (CLIP image encoder, VAE, reference preprocessing): tiny official models and their goldens ---------
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(shared_dir) -> Path:
+    """The official layout of the tiny models (``sd-image-variations-diffusers/image_encoder``, ``sd-vae-ft-mse``)."""
+    return shared_dir / "golden" / "tiny_pretrained_models"
+
+
+@pytest.fixture(scope="session")
+def module_golden(shared_dir):
+    """Loader of a module golden by stem (``clip``, ``vae``, …) → {name: tensor}."""
+    from safetensors.torch import load_file
+
+    return lambda stem: load_file(str(shared_dir / "golden" / "module_goldens" / f"{stem}.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def run1_golden(shared_dir) -> dict:
+    """Pipeline golden run 1 (the real ``infer.py`` path): tensors, plus the run's JSON under ``"json"``."""
+    import json
+
+    from safetensors.torch import load_file
+
+    base = shared_dir / "golden" / "pipeline_goldens" / "run1_official_call"
+    tensors = load_file(str(base.with_suffix(".safetensors")))
+    return {**tensors, "json": json.loads(base.with_suffix(".json").read_text())}
+
+
+# ---- sampling (schedule, context windows): scheduler tables, window tables, official pipeline runs ---------------
+
+
+@pytest.fixture(scope="session")
+def golden_scheduler_dir(shared_dir) -> Path:
+    """``scheduler_context/``: DDIM zero-SNR tables and step checks, the official context-window table."""
+    return shared_dir / "golden" / "scheduler_context"
+
+
+@pytest.fixture(scope="session")
+def golden_pipeline_run(shared_dir):
+    """Loader of an official pipeline run by name (``run2_long_ctx24``) → (JSON dict, tensors dict)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    def load(name: str):
+        folder = shared_dir / "golden" / "pipeline_goldens"
+        return json.loads((folder / f"{name}.json").read_text()), load_file(str(folder / f"{name}.safetensors"))
+
+    return load
+
+
+# ---- networks (guider, ReferenceNet, UNet3D): tiny official configs and weights ---------------------------------
+# (their module goldens come through ``module_golden`` of the encoders block)
+
+
+@pytest.fixture(scope="session")
+def tiny_network_configs(shared_dir):
+    """The tiny official networks' configs (``golden/tiny_configs.json``) as ``NetworkConfigs``."""
+    import json
+
+    from emoji_model.networks import NetworkConfigs
+
+    return NetworkConfigs.from_golden(json.loads((shared_dir / "golden" / "tiny_configs.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(shared_dir) -> Path:
+    """``{referencenet,unet,lmk_guider}.{pth,safetensors}`` of the tiny official networks (fp16 values, fp32 ``pe``)."""
+    return shared_dir / "golden" / "tiny_pretrained_models" / "follow-your-emoji"
