@@ -348,12 +348,13 @@ def _require_parts(folder: Path, parts: Mapping[str, Path | None], wanted: str) 
         raise ModelFileError(f"{folder} lacks the {', '.join(absent)} weights; expected {wanted}")
 
 
-@dataclass
-class FollowYourEmojiNetworks:
-    referencenet: nn.Module
-    unet: nn.Module
-    guider: nn.Module
-    files: ModelFiles
+class FollowYourEmojiNetworks(nn.Module):
+    """The three trained networks as one module (one unit for a host's memory manager), plus where they came from."""
+
+    def __init__(self, referencenet: nn.Module, unet: nn.Module, guider: nn.Module, files: ModelFiles):
+        super().__init__()
+        self.referencenet, self.unet, self.guider = referencenet, unet, guider
+        self.files = files
 
 
 def load_follow_your_emoji(folder: PathLike, *, dtype: torch.dtype | str = torch.float32, device="cpu",
