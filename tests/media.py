@@ -48,7 +48,9 @@ def write_video(path: Path, frames: np.ndarray, fps: float = 25.0, audio_seconds
             t = np.arange(int(44100 * audio_seconds)) / 44100
             tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
             for start in range(0, tone.shape[1], 1024):
-                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="fltp", layout="mono")
+                chunk = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(tone[:, start : start + 1024]), format="fltp", layout="mono"
+                )
                 chunk.sample_rate = 44100
                 container.mux(audio.encode(chunk))
             container.mux(audio.encode())

@@ -42,14 +42,27 @@ def test_writes_one_drawing_per_driving_frame_and_the_arrays(tmp_path, short_cli
 
 def test_drop_first_frame_matches_the_official_count(tmp_path, short_clip, landmarker_model):
     out = tmp_path / "out"
-    main(["landmarks", str(astronaut_path()), str(short_clip), str(out), "--model", str(landmarker_model),
-          "--drop-first-frame", "--no-tracking"])
+    main(
+        [
+            "landmarks",
+            str(astronaut_path()),
+            str(short_clip),
+            str(out),
+            "--model",
+            str(landmarker_model),
+            "--drop-first-frame",
+            "--no-tracking",
+        ]
+    )
     assert sorted(p.name for p in out.glob("*.png"))[0] == "aligned_0001.png"
     assert len(list(out.glob("*.png"))) == 7
 
 
 def test_user_errors_are_one_line_not_a_traceback(tmp_path, short_clip, capsys):
-    assert main(["landmarks", str(astronaut_path()), str(short_clip), str(tmp_path), "--model", str(tmp_path / "x.task")]) == 2
+    assert (
+        main(["landmarks", str(astronaut_path()), str(short_clip), str(tmp_path), "--model", str(tmp_path / "x.task")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "error: Model file not found" in err and "Traceback" not in err
     assert main(["landmarks", str(astronaut_path())]) == 2
@@ -58,15 +71,24 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path, short_clip, capsys):
 
 def test_a_driving_video_without_any_face_is_a_clear_error(tmp_path, landmarker_model, capsys):
     gray = write_video(tmp_path / "gray.mp4", np.full((3, 96, 96, 3), 128, np.uint8))
-    assert main(["landmarks", str(astronaut_path()), str(gray), str(tmp_path / "o"), "--model", str(landmarker_model)]) == 2
+    assert (
+        main(["landmarks", str(astronaut_path()), str(gray), str(tmp_path / "o"), "--model", str(landmarker_model)])
+        == 2
+    )
     assert "No face was found in any of the 3 driving frames" in capsys.readouterr().err
 
 
 def test_default_inputs_run_as_a_module(tmp_path, landmarker_model):
     """The README's main job, with no arguments, in a fresh process."""
     env = {"PATH": "/usr/bin:/bin", "FYE_FACE_LANDMARKER": str(landmarker_model), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "emoji_model", "landmarks"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "emoji_model", "landmarks"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "output" / "landmarks").glob("aligned_*.png"))) == 120
     assert "120 drawings and landmarks.npz written" in done.stdout

@@ -42,8 +42,12 @@ def loopback_server(fake_model):
 def test_download_verifies_checksum_and_reports_progress(fake_model, loopback_server, tmp_path):
     model, _, payload = fake_model
     seen = []
-    path = download_model_file(model, tmp_path / "models", progress=lambda done, total: seen.append((done, total)),
-                               urls=[f"{loopback_server}/model.task"])
+    path = download_model_file(
+        model,
+        tmp_path / "models",
+        progress=lambda done, total: seen.append((done, total)),
+        urls=[f"{loopback_server}/model.task"],
+    )
     assert path == tmp_path / "models" / "fake.task"
     assert path.read_bytes() == payload
     assert seen[-1] == (len(payload), len(payload))
@@ -60,7 +64,9 @@ def test_download_with_wrong_checksum_leaves_nothing_behind(fake_model, loopback
 
 def test_download_tries_the_next_source(fake_model, loopback_server, tmp_path):
     model, _, _ = fake_model
-    path = download_model_file(model, tmp_path, urls=[f"{loopback_server}/missing.task", f"{loopback_server}/model.task"])
+    path = download_model_file(
+        model, tmp_path, urls=[f"{loopback_server}/missing.task", f"{loopback_server}/model.task"]
+    )
     assert path.is_file()
 
 
