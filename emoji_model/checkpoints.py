@@ -287,6 +287,7 @@ def _unet_config(config):
 # ---- a whole folder -----------------------------------------------------------------------------------------------
 
 _SD_VARIATIONS = "sd-image-variations-diffusers"
+_VAE_FILES = ("vae-ft-mse-840000-ema-pruned.safetensors", "sd-vae-ft-mse.safetensors")
 _COMMUNITY = {"referencenet": "FYE_referencenet-fp16.safetensors", "unet": "FYE_unet-fp16.safetensors",
               "guider": "FYE_lmk_guider.safetensors", "motion_module": "fye_motion_module-fp16.safetensors",
               "image_encoder": "sd-image-variations-encoder-fp16.safetensors"}
@@ -305,6 +306,7 @@ class ModelFiles:
     motion_module: Path | None = None
     image_encoder: Path | None = None  # a folder or one file, for encoders.load_clip_image_encoder
     vae: Path | None = None  # a folder, for encoders.load_vae
+    config: Path | None = None  # our optional sizes file (follow-your-emoji/config.json, FYE_config.json)
 
 
 def find_model_files(folder: PathLike) -> ModelFiles:
@@ -327,6 +329,7 @@ def find_model_files(folder: PathLike) -> ModelFiles:
                                       folder / "AnimateDiff" / "mm_sd_v15_v2.safetensors"),
             image_encoder=_first_file(folder / _SD_VARIATIONS / "image_encoder"),
             vae=_first_file(folder / "sd-vae-ft-mse"),
+            config=_first_file(fye / PACK_CONFIG_NAMES["official"]),
         )
     parts = {name: _first_file(folder / _COMMUNITY[name]) for name in ("referencenet", "unet", "guider")}
     if not any(parts.values()):
@@ -335,7 +338,9 @@ def find_model_files(folder: PathLike) -> ModelFiles:
             f"community files ({', '.join(_COMMUNITY[n] for n in ('unet', 'referencenet', 'guider'))})")
     _require_parts(folder, parts, ", ".join(_COMMUNITY[n] for n in ("referencenet", "unet", "guider")))
     return ModelFiles("community", **parts, **common, motion_module=_first_file(folder / _COMMUNITY["motion_module"]),
-                      image_encoder=_first_file(folder / _COMMUNITY["image_encoder"]))
+                      image_encoder=_first_file(folder / _COMMUNITY["image_encoder"]),
+                      vae=_first_file(folder / "sd-vae-ft-mse", *(folder / name for name in _VAE_FILES)),
+                      config=_first_file(folder / PACK_CONFIG_NAMES["community"]))
 
 
 def _first_file(*candidates: Path) -> Path | None:
@@ -358,22 +363,96 @@ class FollowYourEmojiNetworks(nn.Module):
 
 
 def load_follow_your_emoji(folder: PathLike, *, dtype: torch.dtype | str = torch.float32, device="cpu",
-                           motion_module: PathLike | None = None, configs=None) -> FollowYourEmojiNetworks:
+                           motion_module: PathLike | None = None, base_unet: PathLike | None = None,
+                           configs=None) -> FollowYourEmojiNetworks:
     """ReferenceNet, UNet3D and guider from a model folder (see ``find_model_files``). Sizes: ``configs``
-    (``NetworkConfigs``) if given, else the folder's ``unet/config.json`` (full size without one) with the official
-    motion-module settings, and the guider's from its file. ``motion_module`` overrides the folder's. The CLIP
-    encoder and the VAE are ``files.image_encoder`` / ``files.vae``, for ``encoders``."""
+    (``NetworkConfigs``) if given, else ``configs_from_files``: the folder's ``unet/config.json`` (full size without
+    one), the official motion-module settings and the guider's sizes from its file, each overridable by the folder's
+    optional ``follow-your-emoji/config.json`` (``FYE_config.json`` in the community layout, see
+    ``read_pack_config``). ``motion_module`` and ``base_unet`` (the base SD UNet weights) override the folder's.
+    The CLIP encoder and the VAE are ``files.image_encoder`` / ``files.vae``, for ``encoders``."""
     files = find_model_files(folder)
     motion_module = motion_module or files.motion_module
-    if configs is not None:
-        ref_cfg, unet_cfg, guider_cfg = configs.referencenet, configs.unet3d, configs.guider
-    else:
-        ref_cfg, unet_cfg, guider_cfg = _unet_config(files.unet_config), files.unet_config, None
+    base_unet = base_unet or files.base_unet
+    if configs is None:
+        configs = configs_from_files(files)
+    ref_cfg, unet_cfg, guider_cfg = configs.referencenet, configs.unet3d, configs.guider
     return FollowYourEmojiNetworks(
-        referencenet=load_referencenet(files.referencenet, base=files.base_unet, config=ref_cfg, dtype=dtype,
+        referencenet=load_referencenet(files.referencenet, base=base_unet, config=ref_cfg, dtype=dtype,
                                        device=device),
-        unet=load_unet3d(files.unet, base=files.base_unet, motion_module=motion_module, config=unet_cfg,
+        unet=load_unet3d(files.unet, base=base_unet, motion_module=motion_module, config=unet_cfg,
                          dtype=dtype, device=device),
         guider=load_guider(files.guider, config=guider_cfg, dtype=dtype, device=device),
         files=files,
     )
+
+
+# ---- the optional sizes file ---------------------------------------------------------------------------------------
+
+PACK_CONFIG_NAMES = {"official": "config.json", "community": "FYE_config.json"}  # in follow-your-emoji/ | the folder
+
+# configs/infer.yaml ``model.unet_additional_kwargs`` (official HEAD 8e42c5f): the motion-module settings.
+OFFICIAL_UNET_ADDITIONAL_KWARGS = {
+    "use_inflated_groupnorm": True,
+    "unet_use_cross_frame_attention": False,
+    "unet_use_temporal_attention": False,
+    "use_motion_module": True,
+    "motion_module_resolutions": [1, 2, 4, 8],
+    "motion_module_mid_block": True,
+    "motion_module_decoder_only": False,
+    "motion_module_type": "Vanilla",
+    "motion_module_kwargs": {
+        "num_attention_heads": 8,
+        "num_transformer_block": 1,
+        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+        "temporal_position_encoding": True,
+        "temporal_position_encoding_max_len": 32,
+        "temporal_attention_dim_div": 1,
+    },
+    "attention_mode": "SpatialAtten",
+}
+_PACK_CONFIG_KEYS = ("unet", "unet_additional_kwargs", "lmk_guider")
+
+
+def read_pack_config(path: PathLike) -> dict:
+    """Our optional sizes file: a JSON object with any of ``unet`` (a diffusers UNet config.json, replacing
+    sd-image-variations-diffusers/unet/config.json), ``unet_additional_kwargs`` (infer.yaml's, merged key by key onto
+    the official ones: e.g. ``{"motion_module_kwargs": {"num_attention_heads": 4}}``) and ``lmk_guider`` (the
+    ``Guider`` kwargs: ``conditioning_embedding_channels``, ``block_out_channels``). Nothing in the official files
+    records these, so a model trained with other sizes needs this file."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"Cannot read {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path} must hold a JSON object with any of: {', '.join(_PACK_CONFIG_KEYS)}")
+    unknown = sorted(set(config) - set(_PACK_CONFIG_KEYS))
+    if unknown:
+        raise ModelFileError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_PACK_CONFIG_KEYS)}")
+    return config
+
+
+def _merged(base: Mapping, update: Mapping) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(base[key], value) if isinstance(value, Mapping) and isinstance(base.get(key), Mapping) \
+            else value
+    return out
+
+
+def configs_from_files(files: ModelFiles):
+    """The ``NetworkConfigs`` a folder describes; the guider's sizes are read from its file when not given."""
+    from .networks.config import NetworkConfigs, UNet3DConfig, guider_config_from_official, motion_config_from_official
+
+    pack = read_pack_config(files.config) if files.config is not None else {}
+    where = f" (from {files.config})" if files.config is not None else ""
+    try:
+        unet = _unet_config(pack.get("unet", files.unet_config))
+        motion = motion_config_from_official(_merged(OFFICIAL_UNET_ADDITIONAL_KWARGS,
+                                                     pack.get("unet_additional_kwargs", {})))
+        guider = (guider_config_from_official(pack["lmk_guider"]) if "lmk_guider" in pack
+                  else guider_config_from_state_dict(read_sources("guider", [files.guider])[0].tensors))
+        return NetworkConfigs(referencenet=unet, unet3d=UNet3DConfig(unet=unet, motion=motion), guider=guider)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"Unsupported network sizes{where}: {exc}") from None

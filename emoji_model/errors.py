@@ -19,3 +19,7 @@ class NoFaceError(EmojiError):
     def __init__(self, message: str, frame_index: int | None = None):
         super().__init__(message)
         self.frame_index = frame_index
+
+
+class SamplingError(EmojiError):
+    """Sampling or decoding produced NaN or infinity (typically fp16 overflow), or cannot run as asked."""

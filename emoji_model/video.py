@@ -1,10 +1,12 @@
-"""Reading images and videos into RGB uint8 frames, one frame at a time (PyAV)."""
+"""Reading images and videos into RGB uint8 frames, one frame at a time, and writing MP4s with audio (PyAV)."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +29,7 @@ class VideoInfo:
     fps: float
     num_frames: int | None  # None when the container does not say
     has_audio: bool
+    rate: Fraction | None = None  # the exact frame rate (``fps`` is its float)
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -40,6 +43,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             fps=float(rate),
             num_frames=stream.frames or None,
             has_audio=bool(container.streams.audio),
+            rate=Fraction(rate),
         )
 
 
@@ -84,3 +88,108 @@ def _video_stream(container, path):
     if not container.streams.video:
         raise InputImageError(f"{path} has no video stream")
     return container.streams.video[0]
+
+
+# ---- writing ------------------------------------------------------------------------------------------------------
+
+
+def _frame_rate(fps: float | Fraction) -> Fraction:
+    """The exact rate: a Fraction as is, a float as its nearest simple fraction (29.97002997 → 30000/1001)."""
+    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1_000_000)
+    if not rate > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    return rate
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """H.264 4:2:0 needs even sizes: an odd height or width gets one more row or column, copied from the edge."""
+    h, w = frame.shape[:2]
+    if h % 2 or w % 2:
+        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(frame)
+
+
+def _as_frames(item) -> np.ndarray:
+    """(n, H, W, 3) uint8 from one frame (H, W, 3) or a chunk (n, H, W, 3)."""
+    array = np.asarray(item)
+    array = array[None] if array.ndim == 3 else array
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"frames must be (H, W, 3) or (n, H, W, 3) uint8, got {array.shape} {array.dtype}")
+    return array
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float | Fraction,
+    audio_from: str | os.PathLike | None = None,
+    *,
+    crf: int = 17,
+    preset: str = "medium",
+) -> int:
+    """Encode frames to an H.264 MP4 (libx264, yuv420p), consuming ``frames`` lazily; returns the frame count.
+
+    ``frames``: an iterable of (H, W, 3) uint8 frames or (n, H, W, 3) chunks (``sampling.animate.decode`` yields
+    chunks). Every frame is written once at ``fps`` (give the source's exact Fraction to keep 30000/1001 exact), so
+    the file has exactly that many frames at that rate. Odd sizes get one edge row/column (4:2:0 needs even sizes).
+    ``audio_from``: a media file whose first audio stream is re-encoded to AAC and cut at the video's duration
+    (frames / fps); a file without audio adds none. ``crf``/``preset``: libx264 quality and speed.
+    """
+    rate = _frame_rate(fps)
+    chunks = (_as_frames(item) for item in frames)
+    first = next(chunks, None)
+    if first is None or len(first) == 0:
+        raise ValueError("no frames to write")
+    height, width = first.shape[1:3]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        container = stack.enter_context(av.open(str(path), "w"))
+        stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset})
+        stream.height, stream.width = height + height % 2, width + width % 2
+        stream.pix_fmt = "yuv420p"
+        if (height, width) != (stream.height, stream.width):
+            logger.info("odd frame size %d×%d: padded to %d×%d for H.264", width, height, stream.width, stream.height)
+        audio = _audio_source(stack, container, audio_from)  # streams are added before anything is written
+        count = 0
+        for chunk in itertools.chain([first], chunks):
+            if chunk.shape[1:3] != (height, width):
+                raise ValueError(f"frame {count} is {chunk.shape[2]}×{chunk.shape[1]}, the first was {width}×{height}")
+            for frame in chunk:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(_even(frame), format="rgb24")))
+                count += 1
+        container.mux(stream.encode())
+        if audio is not None:
+            _copy_audio(container, *audio, count / rate)
+    return count
+
+
+def _audio_source(stack: contextlib.ExitStack, container, source: str | os.PathLike | None):
+    """(input audio stream, output AAC stream) for ``source``'s first audio stream, or None without one."""
+    if source is None:
+        return None
+    inp = stack.enter_context(_open(source))
+    if not inp.streams.audio:
+        logger.info("%s has no audio: the video is silent", source)
+        return None
+    audio = inp.streams.audio[0]
+    out = container.add_stream("aac", rate=audio.codec_context.sample_rate, layout=audio.codec_context.layout.name)
+    return inp, audio, out
+
+
+def _copy_audio(container, inp, audio, out, seconds: Fraction) -> None:
+    """Re-encode ``audio`` into ``out`` from its start, cut after ``seconds``."""
+    left = int(seconds * audio.codec_context.sample_rate)  # samples still wanted
+    for frame in inp.decode(audio):
+        if left <= 0:
+            break
+        if frame.samples > left:  # the last frame: keep its first `left` samples
+            planes = frame.to_ndarray()
+            planes = planes[:, :left] if frame.format.is_planar else planes[:, : left * len(frame.layout.channels)]
+            cut = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format=frame.format.name,
+                                             layout=frame.layout.name)
+            cut.sample_rate, frame = frame.sample_rate, cut
+        left -= frame.samples
+        frame.pts = None  # the encoder numbers the samples from 0: the audio starts with the video
+        container.mux(out.encode(frame))
+    container.mux(out.encode())

@@ -341,9 +341,9 @@ def test_callback_reports_every_window_and_step():
     expected = []
     for step in range(3):
         total = len(windows_fn(20, step_index=step))
-        expected += [(step, w, total) for w in range(total + 1)]
-    assert [(p["step"], p["window"], p["total"]) for p in progress] == expected
-    ends = [p for p in progress if p["window"] == p["total"]]
+        expected += [(step, 3, w, total) for w in range(total + 1)]
+    assert [(p["step"], p["steps"], p["window"], p["windows"]) for p in progress] == expected
+    ends = [p for p in progress if p["window"] == p["windows"]]
     assert all(p["x"].shape == p["denoised"].shape == (1, 1, 20, 1, 1) for p in ends)
 
 

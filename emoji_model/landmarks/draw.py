@@ -164,3 +164,31 @@ def iter_drawings(motion: Motion, *, chunk: int = 32, pupils: bool = True) -> It
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     for start in range(0, len(motion), chunk):
         yield draw_motion(motion.points[start : start + chunk], motion.width, motion.height, pupils=pupils)
+
+
+class Drawings:
+    """The drawings of a motion as a lazy (N, H, W, 3) uint8 array: frames are drawn when indexed, never all at
+    once, so a long video's drawings need no memory (``sampling.animate.sample`` reads one window at a time).
+
+    ``drawings[i]`` → (H, W, 3); ``drawings[[i, j, …]]`` or a slice → (n, H, W, 3); ``np.asarray`` draws them all.
+    """
+
+    def __init__(self, motion: Motion, *, pupils: bool = True):
+        _check_size(motion.width, motion.height)
+        self.motion, self.pupils = motion, pupils
+        self.shape = (len(motion), motion.height, motion.width, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self[[int(index)]][0]
+        points = self.motion.points[index]  # numpy indexing: lists, slices, arrays; IndexError when out of range
+        return draw_motion(points, self.motion.width, self.motion.height, pupils=self.pupils)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        frames = self[:]
+        return frames if dtype is None else frames.astype(dtype)

@@ -182,14 +182,15 @@ class WindowFusion:
         self.total.index_add_(self.dim, index, weighted)  # index_add_ accumulates repeated indices correctly
         self.weight.index_add_(0, index, weights)
 
-    def result(self) -> torch.Tensor:
-        """The fused tensor, float32; ``ValueError`` if a frame was never covered."""
+    def result(self, inplace: bool = False) -> torch.Tensor:
+        """The fused tensor, float32; ``ValueError`` if a frame was never covered. ``inplace``: divide the buffer
+        itself and return it (no second full-size tensor; the fusion is then spent)."""
         missing = torch.nonzero(self.weight <= 0).flatten().tolist()
         if missing:
             raise ValueError(f"frames not covered by any window: {missing[:10]}{' …' if len(missing) > 10 else ''}")
         shape = [1] * self.total.ndim
         shape[self.dim] = -1
-        return self.total / self.weight.view(shape)
+        return self.total.div_(self.weight.view(shape)) if inplace else self.total / self.weight.view(shape)
 
 
 def fuse(

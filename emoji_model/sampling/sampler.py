@@ -5,9 +5,11 @@ the integer timestep and the window's frame indices (positions along the sampled
 video frames in ``sample_progressive``), and returns the v-prediction for that window (any float dtype; CFG, if any,
 happens inside it). It never sees more frames than a window, and the sampler keeps its latents in float32.
 
-``callback(info)`` runs before every window, ``{'step', 'window', 'total'}`` (window index, windows in this step),
-and once after every step with ``window == total`` plus ``'x'`` (latents after the step) and ``'denoised'`` (the
-predicted clean latents, for previews). It may raise to cancel: nothing more is computed.
+``callback(info)`` runs before every window, ``{'step', 'steps', 'window', 'windows'}`` (step index, steps, window
+index, windows in this step), and once after every step with ``window == windows`` plus ``'x'`` (latents after the
+step) and ``'denoised'`` (the predicted clean latents, for previews). ``sample_progressive`` adds ``'stage'``
+(``"keyframes"`` or ``"inbetweens"``), ``'segment'`` and ``'segments'``. It may raise to cancel: nothing more is
+computed.
 """
 
 from __future__ import annotations
@@ -51,13 +53,16 @@ def sample_windows(
         fusion = WindowFusion(x)
         for w, window in enumerate(windows):
             if callback is not None:
-                callback({"step": i, "window": w, "total": len(windows)})
+                callback({"step": i, "steps": len(timesteps), "window": w, "windows": len(windows)})
             fusion.add(window, denoise(x[:, :, window], t, list(window)), weights_fn(len(window)))
-        # DDIM step on the fused v-prediction
+        # DDIM step on the fused v-prediction (divided in place: no extra full-size tensor)
         t_prev = prev_timestep(t, len(timesteps))
-        x, denoised = ddim_step(fusion.result(), t, t_prev, x, alphas_cumprod)
+        x, denoised = ddim_step(fusion.result(inplace=True), t, t_prev, x, alphas_cumprod)
+        del fusion  # frees the fused prediction before the next step allocates its buffer
         if callback is not None:
-            callback({"step": i, "window": len(windows), "total": len(windows), "x": x, "denoised": denoised})
+            info = {"step": i, "steps": len(timesteps), "window": len(windows), "windows": len(windows)}
+            callback({**info, "x": x, "denoised": denoised})
+        del denoised
     return x if fixed is None else hold_fixed(x, fixed, t_prev, alphas_cumprod)
 
 
@@ -89,8 +94,12 @@ def sample_progressive(
             weights_fn,
             alphas_cumprod,
             fixed,
-            None if callback is None else lambda info, s=s: callback({**info, "segment": s, "segments": len(segments)}),
+            None if callback is None else lambda info, s=s: callback({**info, **_stage(s, len(segments))}),
         )
         generated = [p for p, f in enumerate(frames) if f not in segment.fixed]
         out[:, :, [frames[p] for p in generated]] = x[:, :, generated]
     return out
+
+
+def _stage(segment: int, segments: int) -> dict:
+    return {"stage": "inbetweens" if segment else "keyframes", "segment": segment, "segments": segments}

@@ -78,13 +78,15 @@ def ddim_step(
     """DDIM, eta 0, from a v-prediction (Song et al. 2021, eq. 12): ``x_t → (x_{t_prev}, x0)``, float32 or wider."""
     dtype = torch.promote_types(x.dtype, torch.float32)
     x, v = x.to(dtype), v.to(dtype)
-    alpha_t = _alpha(t, alphas_cumprod).to(x.device)
-    alpha_prev = _alpha(t_prev, alphas_cumprod).to(x.device)
-    # 1. predicted clean sample and noise from v = √ᾱ·ε − √(1−ᾱ)·x0
-    x0 = alpha_t**0.5 * x - (1 - alpha_t) ** 0.5 * v
-    eps = alpha_t**0.5 * v + (1 - alpha_t) ** 0.5 * x
+    # the coefficients in float32, as the scheduler computes them (exact as Python floats)
+    alpha_t, alpha_prev = _alpha(t, alphas_cumprod), _alpha(t_prev, alphas_cumprod)
+    a, b = float(alpha_t**0.5), float((1 - alpha_t) ** 0.5)
+    c, d = float(alpha_prev**0.5), float((1 - alpha_prev) ** 0.5)
+    # 1. predicted clean sample and noise from v = √ᾱ·ε − √(1−ᾱ)·x0 (one new tensor each: long videos)
+    x0 = torch.mul(x, a).sub_(v, alpha=b)
+    eps = torch.mul(v, a).add_(x, alpha=b)
     # 2. deterministic update: x0 at the new noise level plus the direction pointing to x_t
-    return alpha_prev**0.5 * x0 + (1 - alpha_prev) ** 0.5 * eps, x0
+    return torch.mul(x0, c).add_(eps, alpha=d), x0
 
 
 def renoise(x0: torch.Tensor, noise: torch.Tensor, t: int, alphas_cumprod: torch.Tensor) -> torch.Tensor:
