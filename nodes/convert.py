@@ -1,4 +1,4 @@
-"""ComfyUI IMAGE tensors ⇄ the library's RGB uint8 frames."""
+"""ComfyUI IMAGE tensors ⇄ the library's RGB uint8 frames; the library's latents → core LATENT."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+
+from ..emoji_model.sampling.animate import SCALING_FACTOR
 
 
 def iter_uint8_frames(images: torch.Tensor) -> Iterator[np.ndarray]:
@@ -17,3 +19,10 @@ def iter_uint8_frames(images: torch.Tensor) -> Iterator[np.ndarray]:
 def to_image_batch(frames: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 → IMAGE (B, H, W, 3) float32 in 0..1."""
     return torch.from_numpy(np.ascontiguousarray(frames)).float().div_(255)
+
+
+def to_latent(latents: torch.Tensor) -> dict:
+    """The library's clean latents (F, 4, h, w), in the model's space (× 0.18215), as a core LATENT: ComfyUI keeps
+    raw VAE latents in LATENT (``VAEDecode`` calls ``vae.decode`` on them unscaled; models scale in their
+    ``latent_format.process_in``), so divide by the factor. One LATENT batch entry per frame."""
+    return {"samples": latents.float().cpu() / SCALING_FACTOR}

@@ -1,4 +1,9 @@
-"""The pack's model folders inside ComfyUI's ``models/`` tree, and the opt-in download into them."""
+"""The pack's model folders inside ComfyUI's ``models/`` tree, and the opt-in download into them.
+
+``models/mediapipe``: the face landmarker bundle. ``models/followyouremoji``: one sub-folder per set of
+Follow-Your-Emoji weights (an official ``pretrained_models/`` layout or the community fp16 files), plus loose weight
+files a user may pick as the base UNet or the motion module.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,37 @@ import os
 import comfy.utils
 import folder_paths
 
+from ..emoji_model.checkpoints import find_model_files
 from ..emoji_model.errors import ModelFileError
 from ..emoji_model.model_files import FACE_LANDMARKER, ModelFile, download_model_file, missing_message
 
 MEDIAPIPE_FOLDER = "mediapipe"
+FYE_FOLDER = "followyouremoji"
+ANIMATEDIFF_FOLDER = "animatediff_models"  # registered by AnimateDiff-Evolved when it is installed
+DEFAULT_FYE_MODEL = "pretrained_models"  # the official folder's name, offered when models/followyouremoji is empty
+NONE = "none"
+
+FYE_SOURCES = (
+    "Where to get them:\n"
+    "  - official: https://huggingface.co/YueMafighting/FollowYourEmoji (ckpts/referencenet.pth, unet.pth, "
+    "lmk_guider.pth → <name>/follow-your-emoji/); the UNet config.json of "
+    "https://huggingface.co/lambdalabs/sd-image-variations-diffusers (unet/ → <name>/sd-image-variations-diffusers/"
+    "unet/); the AnimateDiff motion module mm_sd_v15_v2.ckpt from https://huggingface.co/guoyww/animatediff "
+    "(→ <name>/AnimateDiff/) if unet.pth has no motion-module weights;\n"
+    "  - or the community fp16 re-export: FYE_referencenet-fp16.safetensors, FYE_unet-fp16.safetensors, "
+    "FYE_lmk_guider.safetensors (+ fye_motion_module-fp16.safetensors) in <name>/.\n"
+    "The VAE (sd-vae-ft-mse) goes to models/vae/ and the CLIP image encoder (sd-image-variations-diffusers/"
+    "image_encoder, CLIP ViT-L/14) to models/clip_vision/, for ComfyUI's own loaders."
+)
 
 
 def register_folders() -> None:
-    """Add ``models/mediapipe`` (first, as the default) to ComfyUI's folder list; extra_model_paths may add more."""
+    """Add ``models/mediapipe`` and ``models/followyouremoji`` (first, as the defaults) to ComfyUI's folder list;
+    extra_model_paths may add more."""
     folder_paths.add_model_folder_path(MEDIAPIPE_FOLDER, os.path.join(folder_paths.models_dir, MEDIAPIPE_FOLDER), is_default=True)
     folder_paths.folder_names_and_paths[MEDIAPIPE_FOLDER][1].add(".task")
+    folder_paths.add_model_folder_path(FYE_FOLDER, os.path.join(folder_paths.models_dir, FYE_FOLDER), is_default=True)
+    folder_paths.folder_names_and_paths[FYE_FOLDER][1].update(folder_paths.supported_pt_extensions)
 
 
 def landmarker_choices() -> list[str]:
@@ -49,3 +75,70 @@ def _download(model: ModelFile):
     bar = comfy.utils.ProgressBar(model.size)
     dest = folder_paths.get_folder_paths(MEDIAPIPE_FOLDER)[0]
     return download_model_file(model, dest, progress=lambda done, total: bar.update_absolute(done, total))
+
+
+# ---- models/followyouremoji ---------------------------------------------------------------------------------------
+
+
+def model_folder_choices() -> list[str]:
+    """The sub-folders of every ``followyouremoji`` folder (each one set of weights); the official folder name when
+    there are none, so that the graph check can say what to put there."""
+    names = {
+        entry.name
+        for root in folder_paths.get_folder_paths(FYE_FOLDER) if os.path.isdir(root)
+        for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+    }
+    return sorted(names) or [DEFAULT_FYE_MODEL]
+
+
+def check_model_folder(name: str) -> str | None:
+    """A validation message for ComfyUI's graph check, or None when ``name`` holds a complete set of weights."""
+    folder = _model_folder(name)
+    if folder is None:
+        roots = "\n".join(f"  - {root}" for root in folder_paths.get_folder_paths(FYE_FOLDER))
+        return (f"The Follow-Your-Emoji model folder '{name}' was not found. Looked in:\n{roots}\n"
+                f"Create {FYE_FOLDER}/{name}/ holding either the official pretrained_models layout "
+                "(follow-your-emoji/referencenet.pth, unet.pth, lmk_guider.pth; sd-image-variations-diffusers/unet/"
+                "config.json; AnimateDiff/mm_sd_v15_v2.ckpt) or the community fp16 files "
+                "(FYE_referencenet-fp16.safetensors, FYE_unet-fp16.safetensors, FYE_lmk_guider.safetensors).\n"
+                + FYE_SOURCES)
+    try:
+        find_model_files(folder)
+    except ModelFileError as exc:
+        return f"{exc}\n{FYE_SOURCES}"
+    return None
+
+
+def model_folder_path(name: str) -> str:
+    """The full path of the chosen model folder (``ModelFileError`` with the graph check's message if unusable)."""
+    message = check_model_folder(name)
+    if message is not None:
+        raise ModelFileError(message)
+    return _model_folder(name)
+
+
+def _model_folder(name: str) -> str | None:
+    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        return None  # only sub-folders of the registered folders
+    return next((os.path.join(root, name) for root in folder_paths.get_folder_paths(FYE_FOLDER)
+                 if os.path.isdir(os.path.join(root, name))), None)
+
+
+def weight_file_choices() -> list[str]:
+    """``none`` and the weight files under ``models/followyouremoji`` (and ``models/animatediff_models``, if a pack
+    registered it), for the optional base UNet and motion module."""
+    files = set(folder_paths.get_filename_list(FYE_FOLDER))
+    if ANIMATEDIFF_FOLDER in folder_paths.folder_names_and_paths:
+        files |= set(folder_paths.get_filename_list(ANIMATEDIFF_FOLDER))
+    return [NONE, *sorted(files)]
+
+
+def weight_file_path(name: str) -> str | None:
+    """The full path of an optional weight file (None for ``none``); ``ModelFileError`` if it is gone."""
+    if name == NONE:
+        return None
+    folders = [folder for folder in (FYE_FOLDER, ANIMATEDIFF_FOLDER) if folder in folder_paths.folder_names_and_paths]
+    path = next((p for p in (folder_paths.get_full_path(folder, name) for folder in folders) if p is not None), None)
+    if path is None:
+        raise ModelFileError(f"The weight file '{name}' is not in models/{' or models/'.join(folders)} any more.")
+    return path

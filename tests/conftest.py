@@ -220,3 +220,32 @@ def tiny_network_configs(shared_dir):
 def tiny_weights_dir(shared_dir) -> Path:
     """``{referencenet,unet,lmk_guider}.{pth,safetensors}`` of the tiny official networks (fp16 values, fp32 ``pe``)."""
     return shared_dir / "golden" / "tiny_pretrained_models" / "follow-your-emoji"
+
+
+# ---- ComfyUI end-to-end, animation: tiny Follow-Your-Emoji weights, a random TAESD and a random CLIP ViT-L/14 ----
+# ComfyUI's own VAELoader / CLIPVisionLoader build fixed architectures, so the VAE is a random-weight TAESD and the
+# CLIP a full-size random ViT-L/14 (generated once per session, ~0.6 GB); the networks are the tiny official-format
+# models (../shared/golden/tiny_pretrained_models when present, else built at test time: tests/animate_models.py).
+
+
+@pytest.fixture(scope="session")
+def random_clip_vit_l14(tmp_path_factory) -> Path:
+    from animate_models import write_random_clip_vit_l14
+
+    return write_random_clip_vit_l14(tmp_path_factory.mktemp("clip_vision") / "random_clip_vit_l14_fp16.safetensors")
+
+
+@pytest.fixture(scope="session")
+def animation_models(comfyui_server, random_clip_vit_l14):
+    """The weights the animation graph needs, installed in the server's models/ folders → ``AnimationModels``."""
+    from animate_models import AnimationModels, write_random_taesd, write_tiny_follow_your_emoji
+
+    golden = SHARED / "golden" / "tiny_pretrained_models"
+    golden = golden if (golden / "follow-your-emoji").is_dir() else None
+    name = "tiny-follow-your-emoji"
+    write_tiny_follow_your_emoji(comfyui_server.models_dir / "followyouremoji" / name, golden)
+    write_random_taesd(comfyui_server.comfyui_dir, comfyui_server.models_dir / "vae_approx")
+    clip = comfyui_server.models_dir / "clip_vision" / random_clip_vit_l14.name
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    clip.symlink_to(random_clip_vit_l14)
+    return AnimationModels(name, "taesd", clip.name, "../shared golden" if golden else "built by the test")

@@ -91,7 +91,7 @@ class TemporalTransformer(nn.Module):
         n, c, h, w = x.shape
         batch = n // frames
         tokens = self.norm(x).reshape(batch, frames, c, h * w).permute(0, 3, 1, 2).reshape(batch * h * w, frames, c)
-        tokens = self.proj_in(tokens)  # (B·h·w, F, C)
+        tokens = self.proj_in(tokens.contiguous())  # (B·h·w, F, C); at batch 1 reshape leaves a strided view (slow matmul)
         for block in self.transformer_blocks:
             tokens = block(tokens)
         tokens = self.proj_out(tokens)
