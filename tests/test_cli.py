@@ -92,3 +92,13 @@ def test_default_inputs_run_as_a_module(tmp_path, landmarker_model):
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "output" / "landmarks").glob("aligned_*.png"))) == 120
     assert "120 drawings and landmarks.npz written" in done.stdout
+
+
+def test_main_job_without_weights_explains_where_they_go(tmp_path, monkeypatch, landmarker_model, capsys):
+    """The README's main job on a fresh machine: default inputs, no weights yet → what to put where, not a traceback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FYE_FACE_LANDMARKER", str(landmarker_model))
+    assert main(["animate"]) == 2
+    err = capsys.readouterr().err
+    assert "pretrained_models" in err and "--download" in err and "Traceback" not in err
+    assert not (tmp_path / "output" / "animation.mp4").exists()
