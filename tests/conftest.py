@@ -249,3 +249,18 @@ def animation_models(comfyui_server, random_clip_vit_l14):
     clip.parent.mkdir(parents=True, exist_ok=True)
     clip.symlink_to(random_clip_vit_l14)
     return AnimationModels(name, "taesd", clip.name, "../shared golden" if golden else "built by the test")
+
+
+# ---- tiny networks: one torch thread ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks gain nothing from a second thread, and on 2 shared cores a busy neighbour makes two spinning
+    OpenMP threads several times slower than one (measured 4×): run a module's torch work on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -47,14 +47,7 @@ FAST = {"steps": 2, "window_length": 16, "overlap": 4}
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on 2 shared cores a busy neighbour makes two spinning
-    OpenMP threads several times slower than one (measured 4×): run this module's torch work on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Recording(nn.Module):

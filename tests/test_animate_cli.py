@@ -13,7 +13,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 from media import astronaut_path, carphone_path, write_video
 
 from emoji_model.__main__ import main
@@ -25,14 +24,7 @@ TINY_PACK_CONFIG = {"unet_additional_kwargs": {"motion_module_kwargs": {"num_att
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on 2 shared cores a busy neighbour makes two spinning
-    OpenMP threads several times slower than one (measured 4×): run this module's torch work on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def link_tree(source: Path, dest: Path) -> Path:

@@ -39,14 +39,7 @@ RUNS = {"run1_official_call": 24, "run2_long_ctx24": 24, "run3_long_ctx8": 8}  #
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks gain nothing from a second thread, and on 2 shared cores a busy neighbour makes two spinning
-    OpenMP threads several times slower than one (measured 4×): run this module's torch work on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
