@@ -1,4 +1,4 @@
-"""Landmark drawing: exact parity with the official renders and with sequential cv2.line."""
+"""Landmark drawing: exact parity with the official renders; visibility, draw order, pupils, chunking."""
 
 from __future__ import annotations
 
@@ -11,64 +11,11 @@ from emoji_model.landmarks.draw import (
     draw_normalised,
     iter_drawings,
     landmark_pixels,
-    line_pixels,
     normalised_to_pixels,
-    paint_segments,
 )
 from emoji_model.landmarks.types import NUM_POINTS, Motion
 
 SIZE = 512
-
-
-def _random_segments(rng, count: int, width: int, height: int) -> np.ndarray:
-    """(count, 4) x0, y0, x1, y1 mixing general, horizontal, vertical, steep, diagonal and single-pixel segments."""
-    seg = np.stack([rng.integers(0, width, count), rng.integers(0, height, count),
-                    rng.integers(0, width, count), rng.integers(0, height, count)], axis=1)  # fmt: skip
-    kind = np.arange(count) % 6
-    seg[kind == 1, 3] = seg[kind == 1, 1]  # horizontal
-    seg[kind == 2, 2] = seg[kind == 2, 0]  # vertical
-    seg[kind == 3, 2] = np.clip(seg[kind == 3, 0] + rng.integers(-2, 3, (kind == 3).sum()), 0, width - 1)  # steep
-    seg[kind == 4, 2:] = seg[kind == 4, :2]  # single pixel
-    diag = kind == 5  # 45°, both directions
-    step = np.minimum(width - 1 - seg[diag, 0], height - 1 - seg[diag, 1])
-    seg[diag, 2], seg[diag, 3] = seg[diag, 0] + step, seg[diag, 1] + step
-    return seg
-
-
-def test_line_pixels_equal_cv2_line_per_segment():
-    cv2 = pytest.importorskip("cv2")
-    rng = np.random.default_rng(0)
-    width, height = 61, 47
-    seg = _random_segments(rng, 3000, width, height)
-    seg = np.concatenate([seg, seg[:, [2, 3, 0, 1]]])  # every segment reversed too
-    index, x, y = line_pixels(*seg.T)
-    ours = np.zeros((len(seg), height, width), dtype=np.uint8)
-    ours[index, y, x] = 255
-    assert np.bincount(index, minlength=len(seg)).tolist() == ours.reshape(len(seg), -1).astype(bool).sum(1).tolist()
-    for i, (x0, y0, x1, y1) in enumerate(seg.tolist()):
-        expected = cv2.line(np.zeros((height, width), np.uint8), (x0, y0), (x1, y1), 255, 1, cv2.LINE_8)
-        assert np.array_equal(ours[i], expected), f"segment {i}: {(x0, y0, x1, y1)}"
-
-
-def test_paint_segments_last_drawn_wins_like_sequential_cv2_line():
-    cv2 = pytest.importorskip("cv2")
-    rng = np.random.default_rng(1)
-    frames, width, height = 3, 40, 30
-    seg = _random_segments(rng, 600, width, height)
-    frame = rng.integers(0, frames, len(seg))
-    colours = rng.integers(1, 256, (len(seg), 3)).astype(np.uint8)
-    expected = np.zeros((frames, height, width, 3), np.uint8)
-    for f, (x0, y0, x1, y1), c in zip(frame.tolist(), seg.tolist(), colours.tolist()):
-        cv2.line(expected[f], (x0, y0), (x1, y1), c, 1)
-    ours = np.zeros_like(expected)
-    paint_segments(ours, frame, *seg.T, colours)
-    assert np.array_equal(ours, expected)
-
-
-def test_paint_segments_rejects_ends_outside_the_canvas():
-    canvas = np.zeros((1, 10, 10, 3), np.uint8)
-    with pytest.raises(ValueError, match="inside the canvas"):
-        paint_segments(canvas, [0], [0], [0], [10], [5], [[1, 2, 3]])
 
 
 def test_official_dict_order_equals_features_order():
@@ -136,6 +83,17 @@ def test_points_outside_the_image_drop_their_lines_not_their_pupils():
     assert (inside[0] == eye).all(-1).sum() == 21
     assert (outside[0] == eye).all(-1).sum() == 0
     assert (outside[0] == connections.PUPIL_COLOUR).all(-1).sum() == 72  # two 6×6 squares
+
+
+def test_a_later_feature_overwrites_an_earlier_one_where_they_cross():
+    points = np.full((1, NUM_POINTS, 2), np.nan)
+    (i, j), (k, m) = connections.LEFT_EYE[0], connections.LEFT_EYEBROW[0]
+    points[0, [i, j]] = (2.5, 10.5), (20.5, 10.5)  # a horizontal eye edge: pixels (2…20, 10)
+    points[0, [k, m]] = (10.5, 2.5), (10.5, 20.5)  # a vertical eyebrow edge, drawn after the eye
+    drawing = draw_motion(points, 24, 24)[0]
+    eye, eyebrow = (np.array(feature.colour, np.uint8) for feature in connections.FEATURES[:2])
+    assert (drawing[10, 10] == eyebrow).all()
+    assert (drawing == eye).all(-1).sum() == 19 - 1 and (drawing == eyebrow).all(-1).sum() == 19
 
 
 def test_pupils_are_clipped_at_the_border_without_wrapping():

@@ -1,41 +1,30 @@
-"""Landmark drawings in the official Follow-Your-Emoji style, vectorised over frames and lines.
-
-The output is pixel-identical to the official ``FaceMeshVisualizer.draw_landmarks`` (MediaPipe's
-``drawing_utils.draw_landmarks`` + ``cv2.line``, thickness 1, LINE_8), which reduces to:
+"""Landmark drawings in the official Follow-Your-Emoji style, pixel-identical to ``FaceMeshVisualizer.draw_landmarks``
+(MediaPipe's ``drawing_utils.draw_landmarks`` + ``cv2.line``, thickness 1, LINE_8):
 
 * each point is stored as ``x / W`` in a float32 protobuf field; it is drawable iff both coordinates are in [0, 1]
   (``math.isclose(1, v)`` adds nothing for float32 values) and lands on ``min(floor(v · W), W − 1)``;
-* every edge of ``connections.FEATURES`` whose two ends are drawable is a Bresenham line (OpenCV's LineIterator,
-  walked left to right), later lines overwriting earlier ones;
+* every edge of ``connections.FEATURES`` whose two ends are drawable is drawn with OpenCV, feature by feature in the
+  official order, so a later line overwrites an earlier one (one ``cv2.polylines`` call per feature: its lines share
+  one colour, so their order within the call cannot change a pixel);
 * pupils: 6×6 red squares ``[y−3, y+3) × [x−3, x+3)`` at ``int()``-truncated points 473 then 468, not subject
   to the [0, 1] test. Here they are clipped at the image border (NaN points skipped). The official slices with the
   raw indices instead: a pupil with −3 ≤ x < 3 (or y) vanishes, one with x ≤ −4 wraps to the opposite side;
   at the bottom and right edges both agree.
-
-All the lines of all frames are rasterised in one numpy pass (closed-form Bresenham), then scattered.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 
 from .connections import FEATURES, PUPIL_COLOUR, PUPIL_HALF_WIDTH, PUPILS
 from .types import NUM_POINTS, Motion
 
-logger = logging.getLogger(__name__)
 
-
-def _edge_table() -> tuple[np.ndarray, np.ndarray]:
-    """All drawn edges in draw order (E, 2) and their RGB colours (E, 3)."""
-    edges = [edge for feature in FEATURES for edge in feature.edges]
-    colours = [feature.colour for feature in FEATURES for _ in feature.edges]
-    return np.array(edges, dtype=np.int64), np.array(colours, dtype=np.uint8)
-
-
-_EDGES, _EDGE_COLOURS = _edge_table()
+_EDGES = np.array([edge for feature in FEATURES for edge in feature.edges], dtype=np.int64)  # (E, 2), draw order
+_FEATURE_BOUNDS = np.cumsum([0] + [len(feature.edges) for feature in FEATURES])  # feature i: edges [b_i, b_i+1)
 
 
 def _check_size(width: int, height: int) -> None:
@@ -75,51 +64,6 @@ def landmark_pixels(points: np.ndarray, width: int, height: int) -> tuple[np.nda
     return pixels, visible
 
 
-def line_pixels(x0, y0, x1, y1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels of S thickness-1 ``cv2.line`` segments at once: (segment index, x, y), each (P,) int64, segment-major.
-
-    OpenCV's 8-connected LineIterator swaps the ends so that x grows, steps the major axis every pixel and the minor
-    axis when its error term is negative. Pixel k then has taken m_k minor steps, m_k being the least m ≥ 0 with
-    2·a·m ≥ 2·b·k − a (a, b the major and minor extents), which is evaluated here in closed form.
-    """
-    x0, y0, x1, y1 = (np.asarray(v, dtype=np.int64).ravel() for v in (x0, y0, x1, y1))
-    swap = x1 < x0  # left to right
-    x0, x1 = np.where(swap, x1, x0), np.where(swap, x0, x1)
-    y0, y1 = np.where(swap, y1, y0), np.where(swap, y0, y1)
-    dx, dy = x1 - x0, y1 - y0  # dx ≥ 0
-    steep = np.abs(dy) > dx
-    major, minor = np.maximum(dx, np.abs(dy)), np.minimum(dx, np.abs(dy))
-    counts = major + 1  # (S,)
-    segment = np.repeat(np.arange(len(counts)), counts)  # (P,)
-    k = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)  # step along the major axis
-    a, b = major[segment], minor[segment]
-    m = np.maximum(0, -((a - 2 * b * k) // np.maximum(2 * a, 1)))  # ceil((2bk − a) / 2a), at least 0
-    along_x = np.where(steep[segment], m, k)
-    along_y = np.where(steep[segment], k, m) * np.where(dy < 0, -1, 1)[segment]
-    return segment, x0[segment] + along_x, y0[segment] + along_y
-
-
-def paint_segments(canvas: np.ndarray, frame, x0, y0, x1, y1, colours) -> None:
-    """Draw segments onto ``canvas`` (N, H, W, 3) in place; a later segment wins a shared pixel, as sequential cv2.line.
-
-    ``frame``, ``x0`` … ``y1`` are (S,) ints with every end inside the image (no clipping); ``colours`` is (S, 3).
-    """
-    n, height, width, _ = canvas.shape
-    frame = np.asarray(frame, dtype=np.int64).ravel()
-    ends = np.stack([np.asarray(v, dtype=np.int64).ravel() for v in (x0, y0, x1, y1)])  # (4, S)
-    limits = np.array([width, height, width, height])[:, None]
-    if ends.shape[1] != len(frame):
-        raise ValueError(f"got {len(frame)} frame indices for {ends.shape[1]} segments")
-    if ((ends < 0) | (ends >= limits)).any() or ((frame < 0) | (frame >= n)).any():
-        raise ValueError("segment ends and frames must lie inside the canvas")
-    segment, x, y = line_pixels(*ends)
-    owner = frame[segment]
-    flat = (owner * height + y) * width + x  # (P,)
-    _, last_from_end = np.unique(flat[::-1], return_index=True)  # the last write to each pixel wins
-    last = len(flat) - 1 - last_from_end
-    canvas[owner[last], y[last], x[last]] = np.asarray(colours, dtype=np.uint8)[segment[last]]
-
-
 def _paint_pupils(canvas: np.ndarray, points: np.ndarray) -> None:
     """6×6 pupil squares at ``int()``-truncated points 473 then 468, clipped at the border (see module docstring)."""
     n, height, width, _ = canvas.shape
@@ -143,10 +87,13 @@ def draw_motion(points: np.ndarray, width: int, height: int, *, pupils: bool = T
     points = _check_points(points, (2,))
     canvas = np.zeros((len(points), height, width, 3), dtype=np.uint8)
     pixels, visible = landmark_pixels(points, width, height)  # (N, 478, 2), (N, 478)
-    start, end = _EDGES[:, 0], _EDGES[:, 1]
-    frame, edge = np.nonzero(visible[:, start] & visible[:, end])  # frame-major, then draw order
-    a, b = pixels[frame, start[edge]], pixels[frame, end[edge]]  # (S, 2)
-    paint_segments(canvas, frame, a[:, 0], a[:, 1], b[:, 0], b[:, 1], _EDGE_COLOURS[edge])
+    segments = pixels[:, _EDGES].astype(np.int32)  # (N, E, 2 ends, 2)
+    drawn = visible[:, _EDGES].all(axis=-1)  # (N, E): both ends drawable
+    for image, frame_segments, frame_drawn in zip(canvas, segments, drawn):
+        for feature, lo, hi in zip(FEATURES, _FEATURE_BOUNDS[:-1], _FEATURE_BOUNDS[1:]):
+            lines = frame_segments[lo:hi][frame_drawn[lo:hi]]
+            if len(lines):
+                cv2.polylines(image, lines, False, feature.colour, 1, cv2.LINE_8)
     if pupils:
         _paint_pupils(canvas, points)
     return canvas

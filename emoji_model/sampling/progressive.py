@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from diffusers import DDIMScheduler
 
 from .context import check_window, windows_overlap
 from .schedule import renoise
@@ -86,9 +87,10 @@ class FixedFrames:
     noise: torch.Tensor
 
 
-def hold_fixed(x: torch.Tensor, fixed: FixedFrames, t: int, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+def hold_fixed(x: torch.Tensor, fixed: FixedFrames, t: int, scheduler: DDIMScheduler | torch.Tensor) -> torch.Tensor:
     """``x`` (B, C, F, h, w) with the fixed frames replaced by their clean latents re-noised to timestep ``t`` with
-    their noise; t < 0 (after the last step) gives the clean latents themselves. Returns a new tensor."""
+    their noise by ``scheduler`` (``schedule.renoise``); t < 0 (after the last step) gives the clean latents
+    themselves. Returns a new tensor."""
     index = torch.as_tensor(fixed.positions, dtype=torch.long, device=x.device)
-    held = renoise(fixed.clean, fixed.noise, t, alphas_cumprod).to(device=x.device, dtype=x.dtype)
+    held = renoise(fixed.clean, fixed.noise, t, scheduler).to(device=x.device, dtype=x.dtype)
     return x.index_copy(2, index, held)

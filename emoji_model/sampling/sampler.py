@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
+from diffusers import DDIMScheduler
 
 from .context import WindowFusion, windows_overlap
 from .progressive import FixedFrames, ProgressivePlan, hold_fixed
-from .schedule import ddim_step, official_alphas_cumprod, prev_timestep
+from .schedule import make_scheduler, prev_timestep
 
 Denoiser = Callable[[torch.Tensor, int, list[int]], torch.Tensor]
 WindowsFn = Callable[..., list[list[int]]]  # windows_fn(num_frames, step_index=i)
@@ -35,35 +36,38 @@ def sample_windows(
     timesteps: Sequence[int] | torch.Tensor,
     windows_fn: WindowsFn,
     weights_fn: WeightsFn,
-    alphas_cumprod: torch.Tensor | None = None,
+    scheduler: DDIMScheduler | None = None,
     fixed: FixedFrames | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> torch.Tensor:
-    """DDIM, eta 0, v-prediction (Song et al. 2021) over context windows fused per frame; x (B, C, F, h, w)."""
+    """DDIM, eta 0, v-prediction (Song et al. 2021) over context windows fused per frame; x (B, C, F, h, w).
+
+    ``scheduler`` (default ``make_scheduler()``) makes the steps and re-noises ``fixed``; its ``set_timesteps`` is
+    called with ``len(timesteps)``, from which ``step`` takes each step's t_prev (``schedule.prev_timestep``)."""
     timesteps = [int(t) for t in timesteps]
     if not timesteps:
         raise ValueError("need at least one timestep")
-    alphas_cumprod = official_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+    scheduler = make_scheduler() if scheduler is None else scheduler
+    scheduler.set_timesteps(len(timesteps))
     x = x.to(torch.float32, copy=True)
-    t_prev = timesteps[0]
     for i, t in enumerate(timesteps):
         if fixed is not None:
-            x = hold_fixed(x, fixed, t, alphas_cumprod)
+            x = hold_fixed(x, fixed, t, scheduler)
         windows = windows_fn(x.shape[2], step_index=i)
         fusion = WindowFusion(x)
         for w, window in enumerate(windows):
             if callback is not None:
                 callback({"step": i, "steps": len(timesteps), "window": w, "windows": len(windows)})
             fusion.add(window, denoise(x[:, :, window], t, list(window)), weights_fn(len(window)))
-        # DDIM step on the fused v-prediction (divided in place: no extra full-size tensor)
-        t_prev = prev_timestep(t, len(timesteps))
-        x, denoised = ddim_step(fusion.result(inplace=True), t, t_prev, x, alphas_cumprod)
-        del fusion  # frees the fused prediction before the next step allocates its buffer
+        # DDIM step on the fused v-prediction (divided in place: no extra full-size tensor), in float32
+        out = scheduler.step(fusion.result(inplace=True).float(), t, x, eta=0.0)
+        x, denoised = out.prev_sample, out.pred_original_sample
+        del fusion, out  # frees the fused prediction before the next step allocates its buffer
         if callback is not None:
             info = {"step": i, "steps": len(timesteps), "window": len(windows), "windows": len(windows)}
             callback({**info, "x": x, "denoised": denoised})
         del denoised
-    return x if fixed is None else hold_fixed(x, fixed, t_prev, alphas_cumprod)
+    return x if fixed is None else hold_fixed(x, fixed, prev_timestep(timesteps[-1], len(timesteps)), scheduler)
 
 
 @torch.no_grad()
@@ -75,7 +79,7 @@ def sample_progressive(
     length: int,
     overlap: int,
     weights_fn: WeightsFn,
-    alphas_cumprod: torch.Tensor | None = None,
+    scheduler: DDIMScheduler | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> torch.Tensor:
     """The progressive strategy (Ma et al. 2024): the keyframes, then each in-between segment with its end keyframes
@@ -92,7 +96,7 @@ def sample_progressive(
             timesteps,
             partial(windows_overlap, length=length, overlap=overlap),
             weights_fn,
-            alphas_cumprod,
+            scheduler,
             fixed,
             None if callback is None else lambda info, s=s: callback({**info, **_stage(s, len(segments))}),
         )
