@@ -17,39 +17,13 @@ import torch
 from PIL import Image
 
 from .errors import InputImageError
+from .images import to_rgb_uint8
 
 # transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 VAE_SCALE_FACTOR = 8  # 2 ** (len(block_out_channels) - 1) for every SD VAE
-
-
-def to_uint8(image) -> np.ndarray:
-    """(…, H, W, 3) image as uint8: uint8 passes through, floats in [0, 1] (ComfyUI IMAGE) are rounded, not truncated.
-
-    Rounding recovers k from any float within half a level of k / 255; truncation (``(x * 255).astype(uint8)``) is
-    exact only for values computed as k / 255 and loses a level after any arithmetic (quirk 3 is one such case).
-    """
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    image = np.asarray(image)
-    if image.dtype == np.uint8:
-        return image
-    if not np.issubdtype(image.dtype, np.floating):
-        raise InputImageError(f"Expected a uint8 or float image, got dtype {image.dtype}")
-    return np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-
-
-def _rgb(image) -> np.ndarray:
-    """One (H, W, 3) uint8 RGB image from a PIL image, an array or a tensor (float in [0, 1] or uint8)."""
-    array = to_uint8(image)
-    if array.ndim == 4 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise InputImageError(f"Expected one (H, W, 3) RGB image, got shape {tuple(array.shape)}")
-    return np.ascontiguousarray(array[..., :3])
+to_uint8 = to_rgb_uint8  # the old name nodes/sampling.py imports; drop it once that imports images.to_rgb_uint8
 
 
 def fit_and_pad(image, width: int, height: int) -> np.ndarray:
@@ -61,7 +35,7 @@ def fit_and_pad(image, width: int, height: int) -> np.ndarray:
     """
     if width < 1 or height < 1:
         raise ValueError(f"width and height must be positive, got {width}×{height}")
-    rgb = _rgb(image)
+    rgb = to_rgb_uint8(image)
     h0, w0 = rgb.shape[:2]
     if h0 < 1 or w0 < 1:
         raise InputImageError(f"Empty reference image ({w0}×{h0})")
@@ -94,7 +68,7 @@ def official_round_trip(image: np.ndarray) -> np.ndarray:
 
     Elementwise, so a 256-entry table is exact; 63 of the 256 levels drop by one (the astronaut: 173,320 values).
     """
-    return _round_trip_table()[_rgb(image)]
+    return _round_trip_table()[to_rgb_uint8(image)]
 
 
 def vae_input(image, width: int | None = None, height: int | None = None, official_round_trip: bool = False
@@ -105,7 +79,7 @@ def vae_input(image, width: int | None = None, height: int | None = None, offici
     (PIL returns an unchanged copy otherwise), then ``x / 255`` and ``2x − 1``. ``official_round_trip`` first applies
     the official's truncating round trip (off by default: it is a defect; on to reproduce the official bit for bit).
     """
-    rgb = _rgb(image)
+    rgb = to_rgb_uint8(image)
     if official_round_trip:
         rgb = _round_trip_table()[rgb]
     height = rgb.shape[0] if height is None else height
@@ -127,7 +101,7 @@ def clip_input(image, size: int = 224, crop_size: int | None = None) -> torch.Te
     (or floats in [0, 1]); never pixel values that are already normalised.
     """
     crop_size = size if crop_size is None else crop_size
-    rgb = _rgb(image)
+    rgb = to_rgb_uint8(image)
     h0, w0 = rgb.shape[:2]
     short, long = (w0, h0) if w0 <= h0 else (h0, w0)
     new_short, new_long = size, int(size * long / short)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import InputImageError
+from .images import to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,10 @@ def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) ->
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file as (H, W, 3) RGB uint8 (EXIF rotation applied, alpha dropped, gray expanded)."""
+    """An image file as (H, W, 3) RGB uint8, EXIF rotation applied, converted by ``images.to_rgb_uint8``."""
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode.startswith("I"):  # 16/32-bit gray: PIL's convert would clip, scale instead
-                gray = np.asarray(image, dtype=np.float64)
-                full_scale = 65535.0 if image.mode.startswith("I;16") or gray.max() > 255 else 255.0
-                gray = np.round(gray / full_scale * 255).clip(0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            return np.asarray(image.convert("RGB"))
+            return to_rgb_uint8(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise InputImageError(f"Image file not found: {path}") from None
     except (OSError, ValueError) as exc:

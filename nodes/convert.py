@@ -1,19 +1,11 @@
-"""ComfyUI IMAGE tensors ⇄ the library's RGB uint8 frames; the library's latents → core LATENT."""
+"""Library frames → ComfyUI IMAGE (back: the library's ``images.to_rgb_uint8``); library latents → core LATENT."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from ..emoji_model.sampling.animate import SCALING_FACTOR
-
-
-def iter_uint8_frames(images: torch.Tensor) -> Iterator[np.ndarray]:
-    """Each frame of an IMAGE batch (B, H, W, C) float 0..1 as (H, W, C) uint8, converted one at a time."""
-    for frame in images:
-        yield frame.clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
 
 
 def to_image_batch(frames: np.ndarray) -> torch.Tensor:

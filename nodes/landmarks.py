@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..emoji_model import pipeline
 from ..emoji_model.landmarks.align import POSE_MODES
 from ..emoji_model.model_files import FACE_LANDMARKER
-from .convert import iter_uint8_frames, to_image_batch
+from .convert import to_image_batch
 from .model_paths import check_landmarker, landmarker_choices, landmarker_path
 from .progress import frame_callback
 
@@ -54,7 +54,7 @@ class FYE_ExtractLandmarks:
     def extract(self, images, model, tracking, download_if_missing):
         path = landmarker_path(model, download_if_missing)
         landmarks = pipeline.extract_landmarks(
-            iter_uint8_frames(images), path, video=tracking and len(images) > 1, on_frame=frame_callback(len(images))
+            images, path, video=tracking and len(images) > 1, on_frame=frame_callback(len(images))
         )
         return landmarks, to_image_batch(pipeline.draw_landmarks(landmarks))
 

@@ -14,7 +14,6 @@ from emoji_model.sampling.context import (
     WEIGHTS,
     WINDOW_SCHEDULES,
     WindowFusion,
-    fuse,
     get_weights,
     get_window_schedule,
     uniform_official,
@@ -236,15 +235,16 @@ def test_fusion_reproduces_constants_and_frame_indices():
         for schedule in WINDOW_SCHEDULES.values():
             windows = schedule(num_frames, length, overlap, step, loop)
             like = torch.zeros(1, 2, num_frames, 1, 1)
-            for name, weights in WEIGHTS.items():
-                weights_fn = partial(weights, overlap=overlap)
-                constant = fuse(like, windows, [torch.full((1, 2, len(w), 1, 1), 3.25, dtype=torch.float16)
-                                                for w in windows], weights_fn)
+            for name, weights_fn in WEIGHTS.items():
+                constant, index = WindowFusion(like), WindowFusion(like)
+                for window in windows:
+                    weights = weights_fn(len(window), overlap)
+                    constant.add(window, torch.full((1, 2, len(window), 1, 1), 3.25, dtype=torch.float16), weights)
+                    frames = torch.tensor(window, dtype=torch.float32).view(1, 1, -1, 1, 1).expand(1, 2, -1, 1, 1)
+                    index.add(window, frames, weights)
+                constant, index = constant.result(), index.result()
                 assert constant.dtype == torch.float32
                 assert torch.allclose(constant, torch.full_like(constant, 3.25), atol=1e-6), name
-                frame_index = [torch.tensor(w, dtype=torch.float32).view(1, 1, -1, 1, 1).expand(1, 2, -1, 1, 1)
-                               for w in windows]
-                index = fuse(like, windows, frame_index, weights_fn)
                 expected = torch.arange(num_frames, dtype=torch.float32).view(1, 1, -1, 1, 1).expand_as(index)
                 assert torch.allclose(index, expected, atol=1e-4), name
 

@@ -26,36 +26,21 @@ from scipy.spatial.transform import Rotation
 from ..errors import NoFaceError
 from .connections import LEFT_EYE_CONTOUR, LEFT_IRIS, RIGHT_EYE_CONTOUR, RIGHT_IRIS
 from .draw import normalised_to_pixels
+from .geometry import DEFAULT_CAMERA
 from .types import FaceLandmarks, Motion
 
 logger = logging.getLogger(__name__)
 
 POSE_MODES = ("relative", "absolute", "none")
-FOV_Y_DEGREES = 63.0
-NEAR = 1.0
-FAR = 10000.0
 
 _IRISES = np.array([RIGHT_IRIS, LEFT_IRIS])  # (2, 5)
 _EYES = np.array([RIGHT_EYE_CONTOUR, LEFT_EYE_CONTOUR])  # (2, 16)
 
 
-def perspective_matrix(aspect: float) -> np.ndarray:
-    """The official projection (4, 4) float32 for row vectors (``clip = [x y z 1] @ P``), y flipped."""
-    f = 1.0 / np.tan(np.pi / 180.0 * FOV_Y_DEGREES / 2.0)
-    denom = 1.0 / (NEAR - FAR)
-    p = np.zeros((4, 4), dtype=np.float32)  # entries rounded to float32 as in the official
-    p[0, 0] = f / aspect
-    p[1, 1] = -f
-    p[2, 2] = (NEAR + FAR) * denom
-    p[3, 2] = -1.0
-    p[2, 3] = FAR * NEAR * denom  # sic: the official's transposed layout makes w = z · far·near/(near − far)
-    return p
-
-
 def project(vertices: np.ndarray, poses: np.ndarray, width: int, height: int) -> np.ndarray:
     """Canonical-space vertices (N, V, 3) under poses (N, 4, 4) → pixels (N, V, 2) of a width×height image."""
     homogeneous = np.concatenate([vertices, np.ones(vertices.shape[:-1] + (1,))], axis=-1)  # (N, V, 4)
-    clip = homogeneous @ poses.transpose(0, 2, 1) @ perspective_matrix(width / height)  # (N, V, 4)
+    clip = homogeneous @ poses.transpose(0, 2, 1) @ DEFAULT_CAMERA.projection(width / height)  # (N, V, 4)
     ndc = clip[..., :2] / clip[..., 3:]  # [-1, 1]
     return (ndc + 1) * 0.5 * np.array([width, height], dtype=np.float64)
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputImageError, ModelFileError
+from ..images import to_rgb_uint8
 from .geometry import METADATA_MEMBER, GeometryMetadata, read_geometry_metadata, screen_to_metric
 from .types import NUM_BLENDSHAPES, NUM_POINTS, FaceLandmarks
 
@@ -33,39 +34,15 @@ _BUNDLE_MEMBERS = (
 _Raw = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Any common image array (gray, RGB, RGBA; uint8, uint16, float in [0, 1]) → contiguous (H, W, 3) uint8 RGB."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise InputImageError(f"expected one image of shape (H, W), (H, W, 1|3|4), got {image.shape}")
-    height, width = image.shape[:2]
+def _rgb_frame(image) -> np.ndarray:
+    """``images.to_rgb_uint8(image)``, refused when its shorter side is below MIN_SIDE px."""
+    rgb = to_rgb_uint8(image)
+    height, width = rgb.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise InputImageError(
             f"the image is {width}×{height} px; face landmarks need at least {MIN_SIDE} px on the shorter side"
         )
-    if image.shape[2] in (2, 4):
-        image = image[:, :, :-1]  # drop alpha
-    image = _to_uint8(image)
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image)
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """uint8, uint16 or float-in-[0, 1] pixels → uint8 (rounded)."""
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all():
-            raise InputImageError("the image contains NaN or infinite values")
-        if image.max() > 1.5:  # far outside [0, 1]: a 0–255 image passed as float
-            raise InputImageError(f"float images must be in [0, 1], this one reaches {float(image.max()):g}")
-        return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    raise InputImageError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
+    return rgb
 
 
 def _read_bundle(model_path: str | os.PathLike) -> bytes:
@@ -117,7 +94,7 @@ class FaceLandmarker:
 
     def detect(self, image: np.ndarray) -> FaceLandmarks:
         """The landmarks of one image (or of the next video frame) as a one-frame record."""
-        rgb = as_rgb_uint8(image)
+        rgb = _rgb_frame(image)
         return _assemble([self._detect_raw(rgb)], rgb.shape[1], rgb.shape[0], self.geometry)
 
     def _detect_raw(self, rgb: np.ndarray) -> _Raw | None:
@@ -206,7 +183,7 @@ def extract_landmarks(
         index = -1
         for frame in frames:  # not enumerate(): it keeps its last result tuple, and with it the last frame
             index += 1
-            rgb = as_rgb_uint8(frame)
+            rgb = _rgb_frame(frame)
             del frame  # hold no caller's frame while MediaPipe and the callback run
             size = size or (rgb.shape[1], rgb.shape[0])
             if (rgb.shape[1], rgb.shape[0]) != size:

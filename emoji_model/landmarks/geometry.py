@@ -42,11 +42,12 @@ class GeometryMetadata:
 
 @dataclass(frozen=True)
 class PerspectiveCamera:
-    """The virtual camera of MediaPipe's face-geometry environment (defaults: the Tasks FaceLandmarker's)."""
+    """The virtual camera of MediaPipe's face-geometry environment (defaults: the Tasks FaceLandmarker's, which the
+    official FaceMeshAlign projects with too)."""
 
     vertical_fov_degrees: float = 63.0
     near: float = 1.0
-    far: float = 10000.0  # only for a projection matrix: the geometry itself does not use it
+    far: float = 10000.0  # only for ``projection``: the geometry itself does not use it
 
     def frustum(self, width: int, height: int) -> tuple[float, float, float, float]:
         """(left, right, bottom, top) of the near plane for a frame of this pixel size."""
@@ -55,6 +56,18 @@ class PerspectiveCamera:
         height_at_near = 2.0 * self.near * math.tan(0.5 * math.radians(self.vertical_fov_degrees))
         width_at_near = width * height_at_near / height
         return -0.5 * width_at_near, 0.5 * width_at_near, -0.5 * height_at_near, 0.5 * height_at_near
+
+    def projection(self, aspect: float) -> np.ndarray:
+        """The official FaceMeshAlign projection (4, 4), float32, for row vectors (``[x y z 1] @ P``), y flipped."""
+        f = 1.0 / np.tan(np.pi / 180.0 * self.vertical_fov_degrees / 2.0)
+        denom = 1.0 / (self.near - self.far)
+        p = np.zeros((4, 4), dtype=np.float32)  # entries rounded to float32 as in the official
+        p[0, 0] = f / aspect
+        p[1, 1] = -f
+        p[2, 2] = (self.near + self.far) * denom
+        p[3, 2] = -1.0
+        p[2, 3] = self.far * self.near * denom  # sic: the official's transposed layout: w = z·far·near/(near − far)
+        return p
 
 
 DEFAULT_CAMERA = PerspectiveCamera()

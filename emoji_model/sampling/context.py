@@ -191,17 +191,3 @@ class WindowFusion:
         shape = [1] * self.total.ndim
         shape[self.dim] = -1
         return self.total.div_(self.weight.view(shape)) if inplace else self.total / self.weight.view(shape)
-
-
-def fuse(
-    like: torch.Tensor,
-    windows: Sequence[Sequence[int]],
-    predictions: Sequence[torch.Tensor],
-    weights_fn: Callable[[int], torch.Tensor],
-    dim: int = 2,
-) -> torch.Tensor:
-    """Fuse all window predictions at once (tests, small inputs); a sampler adds them one by one instead."""
-    fusion = WindowFusion(like, dim)
-    for window, prediction in zip(windows, predictions, strict=True):
-        fusion.add(window, prediction, weights_fn(len(window)))
-    return fusion.result()
