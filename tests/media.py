@@ -8,19 +8,21 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def package_file(package: str, relative: str) -> Path:
-    """A data file shipped inside an installed package; skips the test when the package is absent."""
+    """A data file shipped inside an installed package; skips the test when the package is absent (fails under
+    FYE_REQUIRE_SHARED=1, as CI sets it: requirements-dev.txt installs them)."""
+    from conftest import REQUIRE_SHARED_ENV, unavailable
+
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"needs the '{package}' package (requirements-dev.txt)")
+        unavailable(f"needs the '{package}' package (requirements-dev.txt)", REQUIRE_SHARED_ENV)
     path = Path(spec.submodule_search_locations[0]) / relative
     if not path.is_file():
-        pytest.skip(f"{package} does not ship {relative}")
+        unavailable(f"{package} does not ship {relative}", REQUIRE_SHARED_ENV)
     return path
 
 
