@@ -13,7 +13,7 @@
 Run: ./dev bench sampling [--sizes 32 128 256] [--frames 64] [--steps 2]
 
 Measured (2 shared cores, another engineer's jobs running, load ~4):
-  sampler's full-size buffers at peak: 5.0 × the latents (12.9 × before the in-place fusion and DDIM update);
+  sampler's full-size buffers at peak: ~7 × the latents (diffusers' DDIMScheduler.step makes four temporaries);
   peak beyond them: 32 frames 25.4 MB, 128 frames 24.3 MB, 256 frames 26.8 MB — spread 9.5 %;
   official 23.2 ms, overlap 30.8 ms per frame·step: 1.33× (1.38× the window calls: 11 against 8).
 """

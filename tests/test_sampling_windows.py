@@ -25,9 +25,10 @@ from emoji_model.sampling.context import (
 )
 from emoji_model.sampling.progressive import FixedFrames, hold_fixed, plan_progressive
 from emoji_model.sampling.sampler import sample_progressive, sample_windows
-from emoji_model.sampling.schedule import get_timesteps, official_alphas_cumprod, prev_timestep, renoise
+from emoji_model.sampling.schedule import get_timesteps, make_scheduler, prev_timestep, renoise
 
-ALPHAS = official_alphas_cumprod()
+SCHEDULER = make_scheduler()
+ALPHAS = SCHEDULER.alphas_cumprod
 
 
 def oracle(target: torch.Tensor, calls: list | None = None):
@@ -417,11 +418,11 @@ def test_hold_fixed_replaces_only_the_fixed_frames():
     clean, noise = torch.randn(1, 2, 2, 2, 2), torch.randn(1, 2, 2, 2, 2)
     fixed = FixedFrames((0, 5), clean, noise)
     for t in (999, 500, 3, -1):
-        held = hold_fixed(x, fixed, t, ALPHAS)
+        held = hold_fixed(x, fixed, t, SCHEDULER)
         assert torch.equal(held[:, :, 1:5], x[:, :, 1:5])
-        assert torch.equal(held[:, :, [0, 5]], renoise(clean, noise, t, ALPHAS))
-    assert torch.equal(hold_fixed(x, fixed, 999, ALPHAS)[:, :, [0, 5]], noise)
-    assert torch.equal(hold_fixed(x, fixed, -1, ALPHAS)[:, :, [0, 5]], clean)
+        assert torch.equal(held[:, :, [0, 5]], renoise(clean, noise, t, SCHEDULER))
+    assert torch.equal(hold_fixed(x, fixed, 999, SCHEDULER)[:, :, [0, 5]], noise)
+    assert torch.equal(hold_fixed(x, fixed, -1, SCHEDULER)[:, :, [0, 5]], clean)
 
 
 # ---- progressive: the sampler -------------------------------------------------------------------------------------
@@ -457,9 +458,9 @@ def test_progressive_keeps_keyframes_and_generates_every_frame(num_frames, strid
                            partial(windows_overlap, length=length, overlap=overlap), weights_pyramid)
     assert torch.equal(out[:, :, keys], alone), "keyframes changed by stage 2"
     others = [f for f in range(num_frames) if f not in keys]
-    expected = renoise(stage2_target, noise, t_last, ALPHAS)
+    expected = renoise(stage2_target, noise, t_last, SCHEDULER)
     assert (out[:, :, others] - expected[:, :, others]).abs().max() <= tol, "in-between frames not generated"
-    expected = renoise(stage1_target, noise, t_last, ALPHAS)
+    expected = renoise(stage1_target, noise, t_last, SCHEDULER)
     assert (out[:, :, keys] - expected[:, :, keys]).abs().max() <= tol
     # stage 1 sees keyframes only; each stage-2 call stays inside one segment; no call sees more than a window
     assert {f for s, frames in calls if s == 0 for f in frames} == set(keys)
@@ -473,7 +474,7 @@ def test_progressive_keeps_keyframes_and_generates_every_frame(num_frames, strid
     for s, t, frames, x in inputs:
         for j, f in enumerate(frames):
             if s and f in plan.inbetweens[s - 1].fixed:
-                expected = renoise(alone[:, :, keys.index(f)], noise[:, :, f], t, ALPHAS)
+                expected = renoise(alone[:, :, keys.index(f)], noise[:, :, f], t, SCHEDULER)
                 assert torch.allclose(x[:, :, j], expected, atol=1e-6)
                 checked += 1
     assert checked > 0
@@ -495,5 +496,5 @@ def test_held_frames_end_at_the_last_noise_level():
         t_last = prev_timestep(get_timesteps(steps)[-1], steps)
         out = sample_windows(oracle(torch.zeros(1, 1, 9, 1, 1)), noise, get_timesteps(steps),
                              partial(windows_overlap, length=9, overlap=0), weights_flat, fixed=fixed)
-        assert torch.equal(out[:, :, [0, 8]], renoise(clean, noise[:, :, [0, 8]], t_last, ALPHAS))
+        assert torch.equal(out[:, :, [0, 8]], renoise(clean, noise[:, :, [0, 8]], t_last, SCHEDULER))
         assert torch.equal(out[:, :, [0, 8]], clean) == (t_last < 0)

@@ -87,7 +87,7 @@ class FixedFrames:
     noise: torch.Tensor
 
 
-def hold_fixed(x: torch.Tensor, fixed: FixedFrames, t: int, scheduler: DDIMScheduler | torch.Tensor) -> torch.Tensor:
+def hold_fixed(x: torch.Tensor, fixed: FixedFrames, t: int, scheduler: DDIMScheduler) -> torch.Tensor:
     """``x`` (B, C, F, h, w) with the fixed frames replaced by their clean latents re-noised to timestep ``t`` with
     their noise by ``scheduler`` (``schedule.renoise``); t < 0 (after the last step) gives the clean latents
     themselves. Returns a new tensor."""

@@ -44,11 +44,6 @@ def make_scheduler() -> DDIMScheduler:
     return DDIMScheduler(**OFFICIAL_SCHEDULER_CONFIG)
 
 
-def official_alphas_cumprod() -> torch.Tensor:
-    """ᾱ_t for t = 0..999, (1000,) float32; ᾱ_999 = 0 (zero terminal SNR)."""
-    return make_scheduler().alphas_cumprod.clone()
-
-
 def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= NUM_TRAIN_TIMESTEPS:
         raise ValueError(f"steps must be an integer from 1 to {NUM_TRAIN_TIMESTEPS}, got {steps!r}")
@@ -67,13 +62,10 @@ def prev_timestep(t: int, steps: int) -> int:
     return int(t) - NUM_TRAIN_TIMESTEPS // _check_steps(steps)
 
 
-def renoise(x0: torch.Tensor, noise: torch.Tensor, t: int, scheduler: DDIMScheduler | torch.Tensor) -> torch.Tensor:
+def renoise(x0: torch.Tensor, noise: torch.Tensor, t: int, scheduler: DDIMScheduler) -> torch.Tensor:
     """Clean latents taken to timestep ``t`` with the given noise by ``scheduler.add_noise``, in float32 or wider;
-    ``x0`` itself for t < 0 (clean). ``scheduler`` may also be an ᾱ table (1000,), used in place of its own."""
+    ``x0`` itself for t < 0 (clean)."""
     dtype = torch.promote_types(x0.dtype, torch.float32)
     if t < 0:  # add_noise would read ᾱ[−1] = ᾱ_999 = 0
         return x0.to(dtype, copy=True)
-    if isinstance(scheduler, torch.Tensor):
-        table, scheduler = scheduler, make_scheduler()
-        scheduler.alphas_cumprod = table
     return scheduler.add_noise(x0.to(dtype), noise.to(dtype), torch.tensor([int(t)]))
