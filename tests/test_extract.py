@@ -129,7 +129,7 @@ def test_blendshapes_are_ordered_by_category_index():
         facial_transformation_matrixes=[np.eye(4, dtype=np.float32)],
         face_blendshapes=[categories],
     )
-    _, _, blendshapes = _unpack(result)
+    [(_, _, blendshapes)] = _unpack(result)
     np.testing.assert_array_equal(blendshapes, np.arange(52) / 100)
 
 
@@ -193,7 +193,7 @@ def test_a_one_frame_video(astronaut_rgb, landmarker_model):
 def test_no_frames_and_changing_sizes_are_errors(astronaut_rgb, landmarker_model):
     with pytest.raises(InputImageError, match="no frames"):
         extract_landmarks([], landmarker_model)
-    with pytest.raises(InputImageError, match=r"one size: frame 1 is 256×512 px, frame 0 512×512"):
+    with pytest.raises(InputImageError, match=r"one size: frame 1 is 256×512 px, the first 512×512"):
         extract_landmarks([astronaut_rgb, astronaut_rgb[:, :256]], landmarker_model)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -17,6 +18,7 @@ import numpy as np
 from ..errors import InputImageError, ModelFileError
 from ..images import to_rgb_uint8
 from .geometry import METADATA_MEMBER, GeometryMetadata, read_geometry_metadata, screen_to_metric
+from .faces import FaceFollower
 from .types import NUM_BLENDSHAPES, NUM_POINTS, FaceLandmarks
 
 logger = logging.getLogger(__name__)
@@ -64,21 +66,20 @@ def _read_bundle(model_path: str | os.PathLike) -> bytes:
 
 
 class FaceLandmarker:
-    """One MediaPipe FaceLandmarker (one face, blendshapes and pose on, CPU), in VIDEO (tracking) or IMAGE mode.
-
-    Use it as a context manager so that MediaPipe's graph is closed (mediapipe 1.x needs that).
+    """One MediaPipe FaceLandmarker (``num_faces`` faces, blendshapes and pose on, CPU), in VIDEO (tracking) or IMAGE
+    mode. Use it as a context manager so that MediaPipe's graph is closed (mediapipe 1.x needs that).
     """
 
-    def __init__(self, model_path: str | os.PathLike, *, video: bool, fps: float = 30.0):
+    def __init__(self, model_path: str | os.PathLike, *, video: bool, fps: float = 30.0, num_faces: int = 1):
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, got {fps}")
         bundle = _read_bundle(model_path)
         self.geometry: GeometryMetadata = read_geometry_metadata(bundle)
-        self.video = video
+        self.video, self.num_faces = video, num_faces
         self._ms_per_frame = 1000.0 / fps
         self._last_ms = -1  # VIDEO mode timestamps: integer ms, strictly increasing even above 1000 fps
         self._frames = 0
-        self._mp, self._task = _create_task(bundle, video, Path(model_path))
+        self._mp, self._task = _create_task(bundle, video, Path(model_path), num_faces)
 
     def __enter__(self) -> FaceLandmarker:
         return self
@@ -98,7 +99,17 @@ class FaceLandmarker:
         return _assemble([self._detect_raw(rgb)], rgb.shape[1], rgb.shape[0], self.geometry)
 
     def _detect_raw(self, rgb: np.ndarray) -> _Raw | None:
-        """Points (478, 3), MediaPipe's pose (4, 4), blendshapes (52,) of a (H, W, 3) uint8 frame, None if no face."""
+        """Points (478, 3), MediaPipe's pose (4, 4), blendshapes (52,) of a (H, W, 3) uint8 frame's first face, None
+        if there is none."""
+        faces = self.detect_all(rgb)
+        return faces[0] if faces else None
+
+    def skip_frame(self) -> None:
+        """Count a frame that could not be read (VIDEO mode keeps the timing of those after it)."""
+        self._frames += 1
+
+    def detect_all(self, rgb: np.ndarray) -> list[_Raw]:
+        """``_detect_raw``'s arrays for every face found (at most ``num_faces``) in a (H, W, 3) uint8 frame."""
         if self._task is None:
             raise ValueError("the face landmarker is closed")
         mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
@@ -111,7 +122,7 @@ class FaceLandmarker:
         return _unpack(result)
 
 
-def _create_task(bundle: bytes, video: bool, path: Path) -> tuple[Any, Any]:
+def _create_task(bundle: bytes, video: bool, path: Path, num_faces: int = 1) -> tuple[Any, Any]:
     """(the mediapipe module, a FaceLandmarker task) loaded from the bundle's bytes."""
     import mediapipe as mp  # deferred: importing it takes a second and loads native code
     from mediapipe.tasks.python import vision
@@ -120,7 +131,7 @@ def _create_task(bundle: bytes, video: bool, path: Path) -> tuple[Any, Any]:
     options = vision.FaceLandmarkerOptions(
         base_options=BaseOptions(model_asset_buffer=bundle, delegate=BaseOptions.Delegate.CPU),
         running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
-        num_faces=1,
+        num_faces=num_faces,
         output_face_blendshapes=True,
         output_facial_transformation_matrixes=True,
     )
@@ -130,18 +141,21 @@ def _create_task(bundle: bytes, video: bool, path: Path) -> tuple[Any, Any]:
         raise ModelFileError(f"{path} is not a valid MediaPipe face landmarker bundle: {error}") from error
 
 
-def _unpack(result: Any) -> _Raw | None:
-    """A FaceLandmarkerResult → the first face's arrays, or None when there is no face or no pose."""
-    if not result.face_landmarks or not result.facial_transformation_matrixes:
-        return None
-    points = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float64)  # (478, 3)
-    pose = np.asarray(result.facial_transformation_matrixes[0], dtype=np.float64).reshape(4, 4)
-    blendshapes = np.full(NUM_BLENDSHAPES, np.nan)
-    for category in result.face_blendshapes[0] if result.face_blendshapes else ():
-        blendshapes[category.index] = category.score  # by index: column 0 is "_neutral"
-    if points.shape != (NUM_POINTS, 3):
-        raise ModelFileError(f"the face landmarker model gives {len(points)} landmarks, expected {NUM_POINTS}")
-    return points, pose, blendshapes
+def _unpack(result: Any) -> list[_Raw]:
+    """A FaceLandmarkerResult → each face's arrays (faces without a pose left out)."""
+    faces = []
+    for i, landmarks in enumerate(result.face_landmarks):
+        if i >= len(result.facial_transformation_matrixes):
+            break
+        points = np.array([(p.x, p.y, p.z) for p in landmarks], dtype=np.float64)  # (478, 3)
+        pose = np.asarray(result.facial_transformation_matrixes[i], dtype=np.float64).reshape(4, 4)
+        blendshapes = np.full(NUM_BLENDSHAPES, np.nan)
+        for category in result.face_blendshapes[i] if i < len(result.face_blendshapes) else ():
+            blendshapes[category.index] = category.score  # by index: column 0 is "_neutral"
+        if points.shape != (NUM_POINTS, 3):
+            raise ModelFileError(f"the face landmarker model gives {len(points)} landmarks, expected {NUM_POINTS}")
+        faces.append((points, pose, blendshapes))
+    return faces
 
 
 def _assemble(raws: list[_Raw | None], width: int, height: int, geometry: GeometryMetadata) -> FaceLandmarks:
@@ -164,40 +178,72 @@ def _assemble(raws: list[_Raw | None], width: int, height: int, geometry: Geomet
 
 
 def extract_landmarks(
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray | None],
     model_path: str | os.PathLike,
     *,
     video: bool = True,
     fps: float = 30.0,
     on_frame: Callable[[int], None] | None = None,
+    face_index: int = 0,
+    face_order: str = "largest",
 ) -> FaceLandmarks:
     """Landmarks of every frame, streamed one frame at a time; ``on_frame(i)`` runs after frame i (it may raise).
 
     ``video=True`` tracks the face across frames (MediaPipe VIDEO mode); ``video=False`` detects it anew in each.
-    Frames without a face get ``found=False`` and NaN rows.
+    Frames without a face, and ``None`` frames (unreadable ones), get ``found=False`` and NaN rows.
+    With several faces in view, face ``face_index`` in ``face_order`` (``faces.FACE_ORDERS``) on the first frame
+    that shows it is followed by its overlap from frame to frame (``faces.FaceFollower``). Whether to look for
+    several is decided on the first frame: one face there (the usual case) runs MediaPipe for one face exactly as
+    before, since asking it for more changes how it tracks.
     """
+    follower = FaceFollower(face_index, face_order)
     raws: list[_Raw | None] = []
     size: tuple[int, int] | None = None
     start = time.perf_counter()
-    with FaceLandmarker(model_path, video=video, fps=fps) as landmarker:
+    with contextlib.ExitStack() as stack:
+        landmarker: FaceLandmarker | None = None
         index = -1
-        for frame in frames:  # not enumerate(): it keeps its last result tuple, and with it the last frame
+        for frame in frames:  # not enumerate(): it would keep the last frame alive
             index += 1
+            if frame is None:
+                raws.append(None)
+                if landmarker is not None:
+                    landmarker.skip_frame()
+                if on_frame is not None:
+                    on_frame(index)
+                continue
             rgb = _rgb_frame(frame)
             del frame  # hold no caller's frame while MediaPipe and the callback run
-            size = size or (rgb.shape[1], rgb.shape[0])
+            if landmarker is None:
+                size, num_faces = (rgb.shape[1], rgb.shape[0]), _faces_to_look_for(rgb, model_path, face_index)
+                landmarker = stack.enter_context(FaceLandmarker(model_path, video=video, fps=fps, num_faces=num_faces))
+                for _ in raws:
+                    landmarker.skip_frame()
             if (rgb.shape[1], rgb.shape[0]) != size:
-                raise InputImageError(
-                    f"all frames must have one size: frame {index} is {rgb.shape[1]}×{rgb.shape[0]} px, "
-                    f"frame 0 {size[0]}×{size[1]}"
-                )
-            raws.append(landmarker._detect_raw(rgb))
+                raise InputImageError(f"all frames must have one size: frame {index} is {rgb.shape[1]}×{rgb.shape[0]} "
+                                      f"px, the first {size[0]}×{size[1]}")
+            faces = landmarker.detect_all(rgb)
             del rgb
+            chosen = follower.pick([f[0] for f in faces], *size) if landmarker.num_faces > 1 else (0 if faces else None)
+            raws.append(None if chosen is None else faces[chosen])
             if on_frame is not None:
                 on_frame(index)
     if size is None:
-        raise InputImageError("no frames to extract landmarks from")
+        raise InputImageError(f"none of the {len(raws)} frames could be read" if raws else
+                              "no frames to extract landmarks from")
     result = _assemble(raws, *size, landmarker.geometry)
     ms_per_frame = 1e3 * (time.perf_counter() - start) / len(result)
     logger.info("face found in %d of %d frames (%.1f ms/frame)", result.num_found, len(result), ms_per_frame)
     return result
+
+
+MAX_FACES = 8  # faces MediaPipe is asked for when a frame shows several
+
+
+def _faces_to_look_for(rgb: np.ndarray, model_path, face_index: int) -> int:
+    """1 when the first frame shows at most one face and face 0 is wanted, else enough for every face in it."""
+    with FaceLandmarker(model_path, video=False, num_faces=MAX_FACES) as probe:
+        count = len(probe.detect_all(rgb))
+    if count <= 1 and face_index == 0:
+        return 1
+    return min(MAX_FACES, max(count, face_index + 1))
