@@ -48,15 +48,54 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         )
 
 
-def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield each frame of the first video stream as (H, W, 3) RGB uint8, decoding lazily."""
+def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray | None]:
+    """Yield each frame of the first video stream as (H, W, 3) RGB uint8, decoding lazily.
+
+    A packet the decoder refuses is skipped and counted, and the frames it held are yielded as ``None`` where the
+    timestamps of the frames around it show the gap (one item per frame of the video, as far as they allow), so
+    landmark extraction marks them like faceless frames; one warning names the frame range afterwards. A file with
+    no decodable frame at all is one ``InputImageError``.
+    """
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
-        for count, frame in enumerate(container.decode(stream)):
-            if max_frames is not None and count >= max_frames:
-                return
-            yield frame.to_ndarray(format="rgb24")
+        rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+        count, skipped, lost = 0, 0, []  # items yielded, packets refused, (first, last) frame ranges not decoded
+        start = None
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                skipped += 1
+                continue
+            for frame in frames:
+                if frame.time is not None:
+                    start = frame.time if start is None else start
+                    position = round((frame.time - start) * rate)
+                    if position > count:  # frames that never came out of the decoder
+                        lost.append((count, position - 1))
+                        for _ in range(position - count):
+                            if max_frames is not None and count >= max_frames:
+                                return
+                            count += 1
+                            yield None
+                if max_frames is not None and count >= max_frames:
+                    return
+                count += 1
+                yield frame.to_ndarray(format="rgb24")
+        expected = stream.frames if max_frames is None else min(stream.frames, max_frames)
+        if 0 < count < expected:  # the container knows how many there are: the damaged tail too
+            lost.append((count, expected - 1))
+            for _ in range(expected - count):
+                count += 1
+                yield None
+        if count == sum(b - a + 1 for a, b in lost):  # nothing decoded
+            raise InputImageError(f"{path}: no frame of its video could be decoded "
+                                  f"({skipped} damaged packet{'s' * (skipped != 1)}); is it a video file?")
+        if skipped or lost:
+            ranges = ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in lost) or "none of them lost"
+            logger.warning("%s: %d damaged packet(s) skipped; frames %s could not be decoded and are filled from "
+                           "their neighbours", path, skipped, ranges)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -53,3 +53,57 @@ def test_images_of_any_mode_become_rgb_uint8(tmp_path, mode, colour, rgb):
     Image.new(mode, (40, 30), colour).save(tmp_path / "x.png")  # 16-bit grey is scaled (images.to_rgb_uint8)
     image = read_image(tmp_path / "x.png")
     assert image.shape == (30, 40, 3) and image.dtype == np.uint8 and (image == rgb).all()
+
+
+# ---- damaged files ------------------------------------------------------------------------------------------------
+
+
+def _damaged_copy(source, target, start: float, length: int) -> None:
+    """``source`` with ``length`` bytes zeroed from ``start`` (a fraction of the file) on."""
+    data = bytearray(source.read_bytes())
+    at = int(len(data) * start)
+    data[at:at + length] = bytes(length)
+    target.write_bytes(bytes(data))
+
+
+def test_damaged_packets_are_skipped_and_their_frames_kept_as_gaps(temple_video, tmp_path, caplog):
+    """The official clip with 200 kB zeroed a third of the way in: PyAV refuses its packets (avcodec_send_packet)."""
+    broken = tmp_path / "broken.mp4"
+    _damaged_copy(temple_video, broken, 1 / 3, 200_000)
+    good = list(iter_video_frames(temple_video))
+    frames = list(iter_video_frames(broken))
+    assert len(frames) == len(good) == 97  # one item per frame: the timestamps show where the gap is
+    missing = [i for i, frame in enumerate(frames) if frame is None]
+    assert missing and missing == list(range(missing[0], missing[-1] + 1))  # one contiguous gap
+    for i, frame in enumerate(frames[: missing[0]]):
+        np.testing.assert_array_equal(frame, good[i])  # the frames before the damage are untouched
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "damaged packet" in r.message]
+    assert len(warnings) == 1 and f"{missing[0]}–{missing[-1]}" in warnings[0].message
+
+
+def test_a_damaged_tail_is_padded_to_the_frame_count(temple_video, tmp_path):
+    data = temple_video.read_bytes()
+    mdat = data.find(b"mdat")
+    end = mdat - 4 + int.from_bytes(data[mdat - 4:mdat], "big")
+    tail = tmp_path / "tail.mp4"
+    tail.write_bytes(data[: end - 300_000] + bytes(300_000) + data[end:])
+    frames = list(iter_video_frames(tail))
+    assert len(frames) == 97 and frames[-1] is None and frames[0] is not None
+
+
+def test_a_video_without_one_decodable_frame_is_one_clear_error(temple_video, tmp_path):
+    data = temple_video.read_bytes()
+    mdat = data.find(b"mdat")
+    end = mdat - 4 + int.from_bytes(data[mdat - 4:mdat], "big")
+    hollow = tmp_path / "hollow.mp4"
+    hollow.write_bytes(data[: mdat + 1000] + bytes(end - mdat - 1000) + data[end:])  # the container intact
+    with pytest.raises(InputImageError, match="no frame of its video could be decoded"):
+        list(iter_video_frames(hollow))
+
+
+@pytest.mark.parametrize("name", ["garbage.mp4", "garbage.png", "garbage.mov"])
+def test_garbage_named_like_media_is_a_clear_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(3).integers(0, 256, 300_000, dtype=np.uint8).tobytes())
+    with pytest.raises(InputImageError, match=str(path.name)):
+        list(iter_video_frames(path))
