@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .errors import EmojiError
 from .landmarks.align import POSE_MODES
-from .model_files import FACE_LANDMARKER, cache_dir, download_model_file, find_model_file
+from .downloads import download_model_file
+from .model_files import FACE_LANDMARKER, cache_dir, find_model_file
 
 logger = logging.getLogger("emoji_model")
 
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 def _animate_parser(commands) -> None:
     from .sampling.animate import WINDOW_MODES, SamplingOptions
     from .sampling.context import MAX_WINDOW, WEIGHTS
-    from .weights import SOURCES
+    from .downloads import SOURCES
 
     defaults = SamplingOptions()
     cmd = commands.add_parser(
@@ -104,15 +105,8 @@ def _animate_parser(commands) -> None:
 def _landmarks(args) -> None:
     from . import pipeline
 
-    if (args.reference is None) != (args.driving is None):
-        raise EmojiError("Give both REFERENCE_IMAGE and DRIVING_VIDEO, or neither for the default inputs.")
-    reference, driving = (args.reference, args.driving) if args.reference else default_inputs()
-    try:
-        model = find_model_file(FACE_LANDMARKER, args.model)
-    except EmojiError:
-        if not args.download or args.model is not None:
-            raise
-        model = download_model_file(FACE_LANDMARKER, cache_dir(), progress=_print_progress)
+    reference, driving = _inputs(args, "REFERENCE_IMAGE and DRIVING_VIDEO")
+    model = _landmarker(args)
     logger.info("reference %s, driving %s, model %s", reference, driving, model)
     result = pipeline.run_landmarks(
         reference, driving, args.out_dir, model,
@@ -126,25 +120,32 @@ def _landmarks(args) -> None:
     print(f"{len(result.motion)} drawings and landmarks.npz written to {result.out_dir}")
 
 
+def _inputs(args, names: str) -> tuple[Path, Path]:
+    """(reference, driving) as given, or ``default_inputs()`` when neither is; an error when only one is."""
+    if (args.reference is None) != (args.driving is None):
+        raise EmojiError(f"Give both {names}, or neither for the default inputs.")
+    return (args.reference, args.driving) if args.reference else default_inputs()
+
+
 def _landmarker(args) -> Path:
+    """The face landmarker bundle: ``--model`` or looked up, downloaded into the cache with ``--download``."""
     try:
         return find_model_file(FACE_LANDMARKER, args.model)
-    except EmojiError:
-        if not args.download or args.model is not None:
+    except EmojiError as exc:
+        if args.model is not None:
             raise
+        if not args.download:
+            raise EmojiError(f"{exc}\nOr run again with --download to fetch it into {cache_dir()}.") from None
         return download_model_file(FACE_LANDMARKER, cache_dir(), progress=_print_progress)
 
 
 def _animate(args) -> None:
     import torch
 
-    from . import pipeline, weights
+    from . import downloads, pipeline
     from .sampling.animate import SamplingOptions, check_options
 
-    if (args.reference is None) != (args.driving is None):
-        raise EmojiError("Give both --reference and --driving, or neither for the default inputs.")
-    if args.reference is None:
-        args.reference, args.driving = default_inputs()
+    args.reference, args.driving = _inputs(args, "--reference and --driving")
     if args.frames is not None and args.frames < 1:
         raise EmojiError(f"--frames must be at least 1, got {args.frames}")
     if args.size < 8 or args.size % 8:
@@ -161,7 +162,7 @@ def _animate(args) -> None:
         raise EmojiError(str(exc)) from None
     landmarker = _landmarker(args)
     if args.download:
-        weights.download_weights(args.weights, source=args.download_source)
+        downloads.download_weights(args.weights, source=args.download_source)
     hint = "Or run again with --download to fetch them into that folder (several GB)."
     models = pipeline.load_animation_models(args.weights, dtype=dtype, device=device, download_hint=hint)
     result = pipeline.run_animate(

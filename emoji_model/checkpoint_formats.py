@@ -12,28 +12,30 @@ Our keys are the official Follow-Your-Emoji state-dict keys (``spec/manifests``)
 - ``diffusers_unet``: an SD-1.x ``UNet2DConditionModel`` (sd-image-variations ``unet/``): the base of both UNets.
 - ``clip_fc``: a lone ``Linear(1024, 768)`` (the community ``FYE_clip_fc.safetensors``); not needed, the UNet and
   ReferenceNet files hold their own.
-- Files that belong elsewhere (VAE, CLIP, an SD checkpoint in the original ldm layout) are recognised so that
-  a wrong file gets a clear message.
+- The encoders' files (``vae_diffusers``, ``vae_ldm``, ``clip_vision``, ``clip_text``; loaded by ``encoders``) and
+  other files that belong elsewhere (an SD checkpoint in the original ldm layout) are recognised too, so that a
+  wrong file gets a clear message.
 
 Converters rename keys only: they never read, copy or cast a tensor and never mutate their input.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import pickle
+import pickletools
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
 from .errors import ModelFileError
+from .model_files import PathLike
 
 logger = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike
 
 # ---- reading: one function per file format ------------------------------------------------------------------------
 
@@ -44,42 +46,72 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Model file not found: {path}")
-    sd = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pickle(path)
+    try:
+        with open(path, "rb"):  # the system's own reason when it cannot be read (safetensors says "not found")
+            pass
+        sd = _read_safetensors(path) if path.suffix == ".safetensors" else _read_pickle(path)
+    except OSError as exc:  # permissions, I/O errors: not a bad download
+        raise ModelFileError(f"Cannot read {path}: {exc.strerror or exc}") from None
     return _unwrap(sd, path)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:  # tensors stay backed by the mapping
             return {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as exc:  # SafetensorError has no public base class
+    except SafetensorError as exc:
         raise ModelFileError(f"{path.name} is truncated or not a safetensors file ({exc}); download it again") from None
 
 
 def _read_pickle(path: Path) -> dict:
+    is_zip = False
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap can only be used" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) torch.save format
-    except pickle.UnpicklingError as exc:
-        if "truncated" in str(exc):
-            raise ModelFileError(f"{path.name} is truncated ({exc}); download it again") from None
-        code = re.search(r"GLOBAL (\S+)", str(exc))
-        other = re.search(r"Unsupported[^\n]*", str(exc))
-        why = (f"wants to run code when loaded ({code.group(1)})" if code
-               else f"uses pickle features torch's safe loader does not allow ({other.group(0) if other else exc})")
-        raise ModelFileError(
-            f"{path.name} is a pickle that {why}; it was refused, nothing was run. "
-            "Weight files hold only tensors: get it from its original source or as .safetensors."
-        ) from None
-    except Exception as exc:  # zip, EOF, struct and unpickler errors: all mean the bytes are not a whole checkpoint
-        raise ModelFileError(f"{path.name} is truncated or corrupt ({str(exc).splitlines()[0]}); download it again") \
-            from None
+        is_zip = zipfile.is_zipfile(path)  # torch.save's format since torch 1.6; mmap needs it
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError:
+        unsafe = _unsafe_globals(path, is_zip)
+        if unsafe:
+            raise ModelFileError(
+                f"{path.name} is a pickle that wants to run code when loaded ({', '.join(unsafe)}); it was refused, "
+                "nothing was run. Weight files hold only tensors: get it from its original source or as .safetensors."
+            ) from None
+        raise ModelFileError(f"{path.name} is truncated, corrupt or a pickle with features torch's safe loader "
+                             "refuses; nothing was run: download it again, or get it as .safetensors.") from None
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: torch's zip reader seeking before the start of a cut-off file
+            raise  # permissions, I/O errors: read_state_dict says so
+        reason = str(exc)
+    except Exception as exc:  # torch's loaders fail on cut-off or damaged bytes in many ways (zip, EOF, struct, index)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    raise ModelFileError(f"{path.name} is truncated or corrupt ({reason}); download it again") from None
+
+
+# What torch's safe loader allows besides torch's own classes: the plain data a state-dict pickle may hold.
+_PLAIN_DATA = {"_codecs.encode", "builtins.bytearray", "builtins.complex", "builtins.set", "collections.Counter",
+               "collections.OrderedDict"}
+
+
+def _unsafe_globals(path: Path, is_zip: bool) -> list[str]:
+    """What a refused pickle would import and call, found without running it: torch's own list for its zip format;
+    for a bare (legacy) pickle, every import its opcodes name outside torch and plain data."""
+    names, strings = set(), []
+    try:
+        if is_zip:
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        with open(path, "rb") as f:
+            while True:  # a legacy torch.save file is several pickles, then raw tensor bytes
+                for op, arg, _ in pickletools.genops(f):
+                    if op.name == "GLOBAL":
+                        names.add(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.add(".".join(strings[-2:]))
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+    except Exception:  # the end of the file, or bytes that are no (whole) pickle: what was seen so far
+        pass
+    return sorted(n for n in names - _PLAIN_DATA if n.split(".")[0] != "torch")
 
 
 def _unwrap(sd: object, path: Path) -> dict[str, torch.Tensor]:
@@ -107,7 +139,8 @@ MOTION_SENTINEL = "down_blocks.0.motion_modules.0.temporal_transformer.proj_in.w
 SENTINEL_KEYS: dict[str, tuple[str, ...]] = {
     "ldm_checkpoint": ("model.diffusion_model.input_blocks.0.0.weight",),
     "ldm_unet": ("input_blocks.0.0.weight",),
-    "vae": ("encoder.conv_in.weight", "decoder.conv_in.weight"),
+    "vae_diffusers": ("encoder.down_blocks.0.resnets.0.conv1.weight",),
+    "vae_ldm": ("encoder.down.0.block.0.conv1.weight",),  # in a whole SD checkpoint: under first_stage_model.
     "clip_vision": ("vision_model.embeddings.patch_embedding.weight",),
     "clip_text": ("text_model.embeddings.token_embedding.weight",),
     "fye_unet": ("clip_fc.weight", "conv_in.weight", MOTION_SENTINEL),
@@ -132,7 +165,8 @@ DESCRIPTIONS: dict[str, str] = {
     "clip_fc": "a lone clip_fc layer (FYE_clip_fc.safetensors; the UNet and ReferenceNet files hold their own)",
     "ldm_checkpoint": "a whole Stable Diffusion checkpoint in the original (ldm) layout",
     "ldm_unet": "a Stable Diffusion UNet in the original (ldm) layout",
-    "vae": "a VAE",
+    "vae_diffusers": "a VAE",
+    "vae_ldm": "a VAE in the original (ldm) layout",
     "clip_vision": "a CLIP image encoder",
     "clip_text": "a CLIP text encoder",
     "empty": "an empty file (no tensors)",
@@ -144,12 +178,15 @@ def detect_format(sd: Mapping[str, object]) -> str:
     """The format name of a state dict (a key of ``SENTINEL_KEYS``), ``"empty"`` or ``"unknown"``."""
     if not sd:
         return "empty"
-    for name, sentinels in SENTINEL_KEYS.items():
-        if all(key in sd for key in sentinels):
-            if name == "clip_fc" and len(sd) != 2:
-                continue
+    for name in SENTINEL_KEYS:
+        if has_format(sd, name) and (name != "clip_fc" or len(sd) == 2):
             return name
     return "unknown"
+
+
+def has_format(sd: Mapping[str, object], name: str, prefix: str = "") -> bool:
+    """Whether ``sd`` holds the sentinel keys of format ``name`` (under ``prefix``)."""
+    return all(prefix + key in sd for key in SENTINEL_KEYS[name])
 
 
 def is_motion_key(key: str) -> bool:
@@ -164,21 +201,12 @@ def is_positional_encoding(key: str) -> bool:
 # ---- converters: source keys → our (official) keys ----------------------------------------------------------------
 
 
-def convert_official_to_ours(sd: Mapping) -> dict:
-    """Official FYE files and the community fp16 re-export: already our keys."""
-    return dict(sd)
-
-
-def convert_animatediff_to_ours(sd: Mapping) -> dict:
-    """AnimateDiff ``mm_sd_v15_v2.ckpt``: ``{down,up}_blocks.i.motion_modules.j.*`` and ``mid_block.motion_modules.0.*``
-    are the UNet3D's own keys; its ``pos_encoder.pe`` tables are (1, 32, C) like ours."""
-    return dict(sd)
-
-
-def convert_diffusers_unet_to_ours(sd: Mapping) -> dict:
-    """sd-image-variations ``unet/`` (diffusers ``UNet2DConditionModel``): the same names as both our UNets.
-    What a ReferenceNet has no use for (``conv_out``, most of its last transformer block) is set aside when
-    composing, by name (``UNUSED_BY_REFERENCENET``)."""
+def convert_unchanged(sd: Mapping) -> dict:
+    """Files that already hold our keys: the official FYE files and the community fp16 re-export; AnimateDiff's
+    ``mm_sd_v15_v2.ckpt`` (``{down,up}_blocks.i.motion_modules.j.*`` and ``mid_block.motion_modules.0.*`` are the
+    UNet3D's own keys, its ``pos_encoder.pe`` tables (1, 32, C) like ours); the sd-image-variations ``unet/``
+    (diffusers ``UNet2DConditionModel``: the same names as both our UNets; what a ReferenceNet has no use for is set
+    aside when composing, by name: ``UNUSED_BY_REFERENCENET``)."""
     return dict(sd)
 
 
@@ -216,14 +244,9 @@ def _rename_adapter_key(key: str) -> str:
 
 
 CONVERTERS: dict[str, Callable[[Mapping], dict]] = {
-    "fye_unet": convert_official_to_ours,
-    "fye_unet_no_motion": convert_official_to_ours,
-    "fye_referencenet": convert_official_to_ours,
-    "fye_guider": convert_official_to_ours,
-    "animatediff": convert_animatediff_to_ours,
+    **dict.fromkeys(("fye_unet", "fye_unet_no_motion", "fye_referencenet", "fye_guider", "animatediff",
+                     "diffusers_unet", "empty"), convert_unchanged),
     "motion_adapter": convert_motion_adapter_to_ours,
-    "diffusers_unet": convert_diffusers_unet_to_ours,
-    "empty": dict,
 }
 
 # Keys of a full 2-D UNet that the ReferenceNet lacks by design (it stops after norm1 of its last transformer

@@ -10,7 +10,6 @@ every key is accounted for: anything missing, unexpected or mis-shaped is one ``
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from .checkpoint_formats import (
     read_state_dict,
 )
 from .errors import ModelFileError
+from .model_config import configs_from_files, guider_config_from_state_dict, unet_config
+from .model_files import ModelFiles, find_model_files
 
 logger = logging.getLogger(__name__)
 
@@ -111,46 +112,57 @@ def compose_state_dict(network: str, sources: Sequence[Source], expected: Mappin
         logger.debug("%s: %d keys a %s does not have, set aside (%s…)", network, len(unused), spec.title, unused[0])
     for key in unused:
         del sd[key]
-    missing = [k for k in expected if k not in sd and not is_positional_encoding(k)]
-    unexpected = [k for k in sd if k not in expected]
-    misshaped = [k for k in sd if k in expected and _incompatible(sd[k], expected[k])]
-    if missing or unexpected or misshaped:
-        raise ModelFileError(_report(spec, sources, sd, origin, expected, missing, unexpected, misshaped))
+    bad = account_keys(sd, expected, may_lack=is_positional_encoding)
+    if any(bad.values()):
+        raise ModelFileError(_report(spec, sources, sd, origin, expected, bad))
     return sd
+
+
+def account_keys(sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                 may_lack: Callable[[str], bool] = lambda key: False) -> dict[str, list[str]]:
+    """The ``missing``, ``unexpected`` and ``mis-shaped`` keys of ``sd`` against a model's ``expected`` state dict
+    (a mis-shaped value has another shape, or is floating point where the model's is not, or the reverse)."""
+    return {"missing": [k for k in expected if k not in sd and not may_lack(k)],
+            "unexpected": [k for k in sd if k not in expected],
+            "mis-shaped": [k for k in sd if k in expected and _incompatible(sd[k], expected[k])]}
 
 
 def _incompatible(value: torch.Tensor, like: torch.Tensor) -> bool:
     return value.shape != like.shape or value.is_floating_point() != like.is_floating_point()
 
 
-def _report(spec, sources, sd, origin, expected, missing, unexpected, misshaped, limit: int = 5) -> str:
-    names = " + ".join(s.path.name for s in sources)
-    counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in
-                       (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys)
-    lines = [f"Cannot load the {spec.title} from {names}: {counts} key(s)."]
-    fye = [s.path.name for s in sources if s.role == FYE]
-    if any(is_motion_key(k) for k in missing) and not any(s.role == MOTION for s in sources):
-        lines.append(f"{' / '.join(fye) or names} has no motion-module weights; give the AnimateDiff motion module "
-                     "mm_sd_v15_v2.ckpt (or fye_motion_module-fp16.safetensors) as well.")
-    elif any(is_motion_key(k) for k in missing):
-        lines.append("The motion module lacks some modules (AnimateDiff v1 has no mid-block module; Follow-Your-Emoji "
-                     "uses mm_sd_v15_v2).")
-    if missing:
-        lines.append(f"  missing ({len(missing)}): {_first(missing, limit)}")
-    if unexpected:
-        lines.append(f"  unexpected ({len(unexpected)}): " + _first(
-            [f"{k} [{origin[k].name}]" for k in unexpected], limit))
-    if misshaped:
-        lines.append(f"  mis-shaped ({len(misshaped)}): " + _first(
-            [f"{k}: {tuple(sd[k].shape)} {sd[k].dtype} in {origin[k].name}, the model has {tuple(expected[k].shape)}"
-             for k in misshaped], limit))
-        if any(is_positional_encoding(k) and sd[k].dim() == 3 and sd[k].shape[1] == 24 for k in misshaped):
-            lines.append("  (an AnimateDiff v1 module has 24 positions; Follow-Your-Emoji uses mm_sd_v15_v2 with 32)")
+def key_report(what: str, bad: Mapping[str, Sequence[str]], notes: Sequence[str] = (), limit: int = 5) -> str:
+    """``"{what}: 2 missing, 1 unexpected key(s)."``, then ``notes``, then the first keys of each kind (``bad``:
+    kind → keys, as ``account_keys`` gives them, or described)."""
+    counts = ", ".join(f"{len(keys)} {kind}" for kind, keys in bad.items() if keys)
+    lines = [f"{what}: {counts} key(s).", *notes]
+    for kind, keys in bad.items():
+        if keys:
+            more = f", … (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            lines.append(f"  {kind} ({len(keys)}): {', '.join(map(str, keys[:limit]))}{more}")
     return "\n".join(lines)
 
 
-def _first(keys: Sequence[str], limit: int) -> str:
-    return ", ".join(keys[:limit]) + (f", … (+{len(keys) - limit} more)" if len(keys) > limit else "")
+def _report(spec, sources, sd, origin, expected, bad) -> str:
+    names = " + ".join(s.path.name for s in sources)
+    missing, misshaped = bad["missing"], bad["mis-shaped"]
+    notes = []
+    fye = [s.path.name for s in sources if s.role == FYE]
+    if any(is_motion_key(k) for k in missing) and not any(s.role == MOTION for s in sources):
+        notes.append(f"{' / '.join(fye) or names} has no motion-module weights; give the AnimateDiff motion module "
+                     "mm_sd_v15_v2.ckpt (or fye_motion_module-fp16.safetensors) as well.")
+    elif any(is_motion_key(k) for k in missing):
+        notes.append("The motion module lacks some modules (AnimateDiff v1 has no mid-block module; Follow-Your-Emoji "
+                     "uses mm_sd_v15_v2).")
+    if any(is_positional_encoding(k) and sd[k].dim() == 3 and sd[k].shape[1] == 24 for k in misshaped):
+        notes.append("An AnimateDiff v1 module has 24 positions; Follow-Your-Emoji uses mm_sd_v15_v2 with 32.")
+    described = {
+        "missing": missing,
+        "unexpected": [f"{k} [{origin[k].name}]" for k in bad["unexpected"]],
+        "mis-shaped": [f"{k}: {tuple(sd[k].shape)} {sd[k].dtype} in {origin[k].name}, the model has "
+                       f"{tuple(expected[k].shape)}" for k in misshaped],
+    }
+    return key_report(f"Cannot load the {spec.title} from {names}", described, notes)
 
 
 # ---- loading into a network ---------------------------------------------------------------------------------------
@@ -229,7 +241,7 @@ def load_referencenet(path: PathLike, *, base: PathLike | None = None, config=No
     size."""
     from .networks import build_referencenet
 
-    cfg = _unet_config(config)
+    cfg = unet_config(config)
     return load_weights(lambda: build_referencenet(cfg), "referencenet", [base, path], dtype=dtype, device=device)
 
 
@@ -241,7 +253,7 @@ def load_unet3d(path: PathLike, *, base: PathLike | None = None, motion_module: 
     from .networks import build_unet3d
     from .networks.config import UNet3DConfig
 
-    cfg = config if isinstance(config, UNet3DConfig) else UNet3DConfig(unet=_unet_config(config))
+    cfg = config if isinstance(config, UNet3DConfig) else UNet3DConfig(unet=unet_config(config))
     return load_weights(lambda: build_unet3d(cfg), "unet3d", [base, motion_module, path], dtype=dtype, device=device)
 
 
@@ -255,102 +267,7 @@ def load_guider(path: PathLike, *, config=None, dtype: torch.dtype | str = torch
     return load_weights(lambda: build_guider(cfg), "guider", [path], dtype=dtype, device=device, sources=sources)
 
 
-def guider_config_from_state_dict(sd: Mapping[str, torch.Tensor]):
-    """GuiderConfig from the shapes of a guider state dict (conv_in, the stride-2 ``blocks.{1,3,..}``, conv_out)."""
-    from .networks.config import GuiderConfig
-
-    widths = [sd["conv_in.weight"].shape[0]]
-    i = 1
-    while f"blocks.{i}.weight" in sd:
-        widths.append(sd[f"blocks.{i}.weight"].shape[0])
-        i += 2
-    return GuiderConfig(conditioning_channels=sd["conv_in.weight"].shape[1], block_out_channels=tuple(widths),
-                        conditioning_embedding_channels=sd["conv_out.weight"].shape[0])
-
-
-def _unet_config(config):
-    from .networks.config import UNetConfig, unet_config_from_official
-
-    if config is None or isinstance(config, UNetConfig):
-        return config or UNetConfig()
-    if not isinstance(config, Mapping):
-        try:
-            config = json.loads(Path(config).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(f"Cannot read the UNet config {config}: {exc}") from None
-    try:
-        return unet_config_from_official(config)
-    except (KeyError, ValueError) as exc:
-        raise ModelFileError(f"Unsupported UNet config: {exc}") from None
-
-
 # ---- a whole folder -----------------------------------------------------------------------------------------------
-
-_SD_VARIATIONS = "sd-image-variations-diffusers"
-_VAE_FILES = ("vae-ft-mse-840000-ema-pruned.safetensors", "sd-vae-ft-mse.safetensors")
-_COMMUNITY = {"referencenet": "FYE_referencenet-fp16.safetensors", "unet": "FYE_unet-fp16.safetensors",
-              "guider": "FYE_lmk_guider.safetensors", "motion_module": "fye_motion_module-fp16.safetensors",
-              "image_encoder": "sd-image-variations-encoder-fp16.safetensors"}
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """Where each part lives in a model folder (``None``: absent, optional)."""
-
-    layout: str  # "official" (pretrained_models/) or "community" (kijai's fp16 safetensors)
-    referencenet: Path
-    unet: Path
-    guider: Path
-    unet_config: Path | None = None  # sd-image-variations-diffusers/unet/config.json (sizes)
-    base_unet: Path | None = None  # sd-image-variations-diffusers/unet weights
-    motion_module: Path | None = None
-    image_encoder: Path | None = None  # a folder or one file, for encoders.load_clip_image_encoder
-    vae: Path | None = None  # a folder, for encoders.load_vae
-    config: Path | None = None  # our optional sizes file (follow-your-emoji/config.json, FYE_config.json)
-
-
-def find_model_files(folder: PathLike) -> ModelFiles:
-    """The files of an official ``pretrained_models/`` folder (``follow-your-emoji/``, ``sd-image-variations-
-    diffusers/``, ``AnimateDiff/``, ``sd-vae-ft-mse/``) or of a folder of the community fp16 files."""
-    folder = Path(folder)
-    sd_unet = folder / _SD_VARIATIONS / "unet"
-    common = dict(
-        unet_config=_first_file(sd_unet / "config.json"),
-        base_unet=_first_file(sd_unet / "diffusion_pytorch_model.safetensors", sd_unet / "diffusion_pytorch_model.bin"),
-    )
-    if (folder / "follow-your-emoji").is_dir():
-        fye = folder / "follow-your-emoji"
-        parts = {name: _first_file(fye / f"{stem}.safetensors", fye / f"{stem}.pth")
-                 for name, stem in (("referencenet", "referencenet"), ("unet", "unet"), ("guider", "lmk_guider"))}
-        _require_parts(folder, parts, "follow-your-emoji/{referencenet,unet,lmk_guider}.pth or .safetensors")
-        return ModelFiles(
-            "official", **parts, **common,
-            motion_module=_first_file(folder / "AnimateDiff" / "mm_sd_v15_v2.ckpt",
-                                      folder / "AnimateDiff" / "mm_sd_v15_v2.safetensors"),
-            image_encoder=_first_file(folder / _SD_VARIATIONS / "image_encoder"),
-            vae=_first_file(folder / "sd-vae-ft-mse"),
-            config=_first_file(fye / PACK_CONFIG_NAMES["official"]),
-        )
-    parts = {name: _first_file(folder / _COMMUNITY[name]) for name in ("referencenet", "unet", "guider")}
-    if not any(parts.values()):
-        raise ModelFileError(
-            f"{folder} holds neither an official pretrained_models layout (follow-your-emoji/unet.pth, …) nor the "
-            f"community files ({', '.join(_COMMUNITY[n] for n in ('unet', 'referencenet', 'guider'))})")
-    _require_parts(folder, parts, ", ".join(_COMMUNITY[n] for n in ("referencenet", "unet", "guider")))
-    return ModelFiles("community", **parts, **common, motion_module=_first_file(folder / _COMMUNITY["motion_module"]),
-                      image_encoder=_first_file(folder / _COMMUNITY["image_encoder"]),
-                      vae=_first_file(folder / "sd-vae-ft-mse", *(folder / name for name in _VAE_FILES)),
-                      config=_first_file(folder / PACK_CONFIG_NAMES["community"]))
-
-
-def _first_file(*candidates: Path) -> Path | None:
-    return next((c for c in candidates if c.exists()), None)
-
-
-def _require_parts(folder: Path, parts: Mapping[str, Path | None], wanted: str) -> None:
-    absent = [name for name, path in parts.items() if path is None]
-    if absent:
-        raise ModelFileError(f"{folder} lacks the {', '.join(absent)} weights; expected {wanted}")
 
 
 class FollowYourEmojiNetworks(nn.Module):
@@ -365,17 +282,17 @@ class FollowYourEmojiNetworks(nn.Module):
 def load_follow_your_emoji(folder: PathLike, *, dtype: torch.dtype | str = torch.float32, device="cpu",
                            motion_module: PathLike | None = None, base_unet: PathLike | None = None,
                            configs=None) -> FollowYourEmojiNetworks:
-    """ReferenceNet, UNet3D and guider from a model folder (see ``find_model_files``). Sizes: ``configs``
+    """ReferenceNet, UNet3D and guider from a model folder (see ``model_files.find_model_files``). Sizes: ``configs``
     (``NetworkConfigs``) if given, else ``configs_from_files``: the folder's ``unet/config.json`` (full size without
     one), the official motion-module settings and the guider's sizes from its file, each overridable by the folder's
     optional ``follow-your-emoji/config.json`` (``FYE_config.json`` in the community layout, see
-    ``read_pack_config``). ``motion_module`` and ``base_unet`` (the base SD UNet weights) override the folder's.
-    The CLIP encoder and the VAE are ``files.image_encoder`` / ``files.vae``, for ``encoders``."""
+    ``model_config.read_pack_config``). ``motion_module`` and ``base_unet`` (the base SD UNet weights) override the
+    folder's. The CLIP encoder and the VAE are ``files.image_encoder`` / ``files.vae``, for ``encoders``."""
     files = find_model_files(folder)
     motion_module = motion_module or files.motion_module
     base_unet = base_unet or files.base_unet
     if configs is None:
-        configs = configs_from_files(files)
+        configs = configs_from_files(files, read_sources("guider", [files.guider])[0].tensors)
     ref_cfg, unet_cfg, guider_cfg = configs.referencenet, configs.unet3d, configs.guider
     return FollowYourEmojiNetworks(
         referencenet=load_referencenet(files.referencenet, base=base_unet, config=ref_cfg, dtype=dtype,
@@ -385,74 +302,3 @@ def load_follow_your_emoji(folder: PathLike, *, dtype: torch.dtype | str = torch
         guider=load_guider(files.guider, config=guider_cfg, dtype=dtype, device=device),
         files=files,
     )
-
-
-# ---- the optional sizes file ---------------------------------------------------------------------------------------
-
-PACK_CONFIG_NAMES = {"official": "config.json", "community": "FYE_config.json"}  # in follow-your-emoji/ | the folder
-
-# configs/infer.yaml ``model.unet_additional_kwargs`` (official HEAD 8e42c5f): the motion-module settings.
-OFFICIAL_UNET_ADDITIONAL_KWARGS = {
-    "use_inflated_groupnorm": True,
-    "unet_use_cross_frame_attention": False,
-    "unet_use_temporal_attention": False,
-    "use_motion_module": True,
-    "motion_module_resolutions": [1, 2, 4, 8],
-    "motion_module_mid_block": True,
-    "motion_module_decoder_only": False,
-    "motion_module_type": "Vanilla",
-    "motion_module_kwargs": {
-        "num_attention_heads": 8,
-        "num_transformer_block": 1,
-        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
-        "temporal_position_encoding": True,
-        "temporal_position_encoding_max_len": 32,
-        "temporal_attention_dim_div": 1,
-    },
-    "attention_mode": "SpatialAtten",
-}
-_PACK_CONFIG_KEYS = ("unet", "unet_additional_kwargs", "lmk_guider")
-
-
-def read_pack_config(path: PathLike) -> dict:
-    """Our optional sizes file: a JSON object with any of ``unet`` (a diffusers UNet config.json, replacing
-    sd-image-variations-diffusers/unet/config.json), ``unet_additional_kwargs`` (infer.yaml's, merged key by key onto
-    the official ones: e.g. ``{"motion_module_kwargs": {"num_attention_heads": 4}}``) and ``lmk_guider`` (the
-    ``Guider`` kwargs: ``conditioning_embedding_channels``, ``block_out_channels``). Nothing in the official files
-    records these, so a model trained with other sizes needs this file."""
-    path = Path(path)
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"Cannot read {path}: {exc}") from None
-    if not isinstance(config, dict):
-        raise ModelFileError(f"{path} must hold a JSON object with any of: {', '.join(_PACK_CONFIG_KEYS)}")
-    unknown = sorted(set(config) - set(_PACK_CONFIG_KEYS))
-    if unknown:
-        raise ModelFileError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_PACK_CONFIG_KEYS)}")
-    return config
-
-
-def _merged(base: Mapping, update: Mapping) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merged(base[key], value) if isinstance(value, Mapping) and isinstance(base.get(key), Mapping) \
-            else value
-    return out
-
-
-def configs_from_files(files: ModelFiles):
-    """The ``NetworkConfigs`` a folder describes; the guider's sizes are read from its file when not given."""
-    from .networks.config import NetworkConfigs, UNet3DConfig, guider_config_from_official, motion_config_from_official
-
-    pack = read_pack_config(files.config) if files.config is not None else {}
-    where = f" (from {files.config})" if files.config is not None else ""
-    try:
-        unet = _unet_config(pack.get("unet", files.unet_config))
-        motion = motion_config_from_official(_merged(OFFICIAL_UNET_ADDITIONAL_KWARGS,
-                                                     pack.get("unet_additional_kwargs", {})))
-        guider = (guider_config_from_official(pack["lmk_guider"]) if "lmk_guider" in pack
-                  else guider_config_from_state_dict(read_sources("guider", [files.guider])[0].tensors))
-        return NetworkConfigs(referencenet=unet, unet3d=UNet3DConfig(unet=unet, motion=motion), guider=guider)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"Unsupported network sizes{where}: {exc}") from None

@@ -12,28 +12,15 @@ import os
 import comfy.utils
 import folder_paths
 
-from ..emoji_model.checkpoints import find_model_files
+from ..emoji_model.downloads import download_model_file
 from ..emoji_model.errors import ModelFileError
-from ..emoji_model.model_files import FACE_LANDMARKER, ModelFile, download_model_file, missing_message
+from ..emoji_model.model_files import FACE_LANDMARKER, LAYOUTS, find_model_files, missing_message, where_to_get
 
 MEDIAPIPE_FOLDER = "mediapipe"
 FYE_FOLDER = "followyouremoji"
 ANIMATEDIFF_FOLDER = "animatediff_models"  # registered by AnimateDiff-Evolved when it is installed
 DEFAULT_FYE_MODEL = "pretrained_models"  # the official folder's name, offered when models/followyouremoji is empty
 NONE = "none"
-
-FYE_SOURCES = (
-    "Where to get them:\n"
-    "  - official: https://huggingface.co/YueMafighting/FollowYourEmoji (ckpts/referencenet.pth, unet.pth, "
-    "lmk_guider.pth → <name>/follow-your-emoji/); the UNet config.json of "
-    "https://huggingface.co/lambdalabs/sd-image-variations-diffusers (unet/ → <name>/sd-image-variations-diffusers/"
-    "unet/); the AnimateDiff motion module mm_sd_v15_v2.ckpt from https://huggingface.co/guoyww/animatediff "
-    "(→ <name>/AnimateDiff/) if unet.pth has no motion-module weights;\n"
-    "  - or the community fp16 re-export: FYE_referencenet-fp16.safetensors, FYE_unet-fp16.safetensors, "
-    "FYE_lmk_guider.safetensors (+ fye_motion_module-fp16.safetensors) in <name>/.\n"
-    "The VAE (sd-vae-ft-mse) goes to models/vae/ and the CLIP image encoder (sd-image-variations-diffusers/"
-    "image_encoder, CLIP ViT-L/14) to models/clip_vision/, for ComfyUI's own loaders."
-)
 
 
 def register_folders() -> None:
@@ -58,23 +45,26 @@ def check_landmarker(name: str, download_if_missing: bool) -> str | None:
         return None
     if download_if_missing:
         return f"Only '{FACE_LANDMARKER.name}' can be downloaded; '{name}' must be put in place by hand."
-    return missing_message(FACE_LANDMARKER, folder_paths.get_folder_paths(MEDIAPIPE_FOLDER), requested=name)
+    message = missing_message(FACE_LANDMARKER, folder_paths.get_folder_paths(MEDIAPIPE_FOLDER), requested=name)
+    if name == FACE_LANDMARKER.name:
+        message += f"\nOr switch on download_if_missing to fetch it into models/{MEDIAPIPE_FOLDER}/."
+    return message
 
 
 def landmarker_path(name: str, download_if_missing: bool) -> str:
     """The full path of the chosen face landmarker, downloading the official file first when asked to."""
     path = folder_paths.get_full_path(MEDIAPIPE_FOLDER, name)
     if path is None and download_if_missing and name == FACE_LANDMARKER.name:
-        path = str(_download(FACE_LANDMARKER))
+        path = str(_download_landmarker())
     if path is None:
         raise ModelFileError(check_landmarker(name, download_if_missing))
     return path
 
 
-def _download(model: ModelFile):
-    bar = comfy.utils.ProgressBar(model.size)
+def _download_landmarker():
+    bar = comfy.utils.ProgressBar(FACE_LANDMARKER.size)
     dest = folder_paths.get_folder_paths(MEDIAPIPE_FOLDER)[0]
-    return download_model_file(model, dest, progress=lambda done, total: bar.update_absolute(done, total))
+    return download_model_file(FACE_LANDMARKER, dest, progress=lambda done, total: bar.update_absolute(done, total))
 
 
 # ---- models/followyouremoji ---------------------------------------------------------------------------------------
@@ -94,18 +84,16 @@ def model_folder_choices() -> list[str]:
 def check_model_folder(name: str) -> str | None:
     """A validation message for ComfyUI's graph check, or None when ``name`` holds a complete set of weights."""
     folder = _model_folder(name)
+    # In a graph the VAE and the CLIP image encoder come from ComfyUI's own loaders, out of their own folders.
+    sources = where_to_get(f"models/{FYE_FOLDER}/{name}/", vae_to="models/vae/", clip_to="models/clip_vision/")
     if folder is None:
         roots = "\n".join(f"  - {root}" for root in folder_paths.get_folder_paths(FYE_FOLDER))
         return (f"The Follow-Your-Emoji model folder '{name}' was not found. Looked in:\n{roots}\n"
-                f"Create {FYE_FOLDER}/{name}/ holding either the official pretrained_models layout "
-                "(follow-your-emoji/referencenet.pth, unet.pth, lmk_guider.pth; sd-image-variations-diffusers/unet/"
-                "config.json; AnimateDiff/mm_sd_v15_v2.ckpt) or the community fp16 files "
-                "(FYE_referencenet-fp16.safetensors, FYE_unet-fp16.safetensors, FYE_lmk_guider.safetensors).\n"
-                + FYE_SOURCES)
+                f"Create models/{FYE_FOLDER}/{name}/ holding {LAYOUTS}.\n{sources}")
     try:
         find_model_files(folder)
     except ModelFileError as exc:
-        return f"{exc}\n{FYE_SOURCES}"
+        return f"{exc}\n{sources}"
     return None
 
 

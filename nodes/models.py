@@ -31,7 +31,9 @@ import comfy.model_patcher
 import torch
 
 from ..emoji_model import checkpoints
+from ..emoji_model.encoders import VIT_L14_CONFIG
 from ..emoji_model.errors import ModelFileError
+from ..emoji_model.model_files import LAYOUTS
 from ..emoji_model.reference import VAE_SCALE_FACTOR
 from .model_paths import (
     NONE,
@@ -42,8 +44,8 @@ from .model_paths import (
     weight_file_path,
 )
 
-DTYPES = ("auto", "fp32", "fp16", "bf16")
-CLIP_WIDTH, CLIP_SIZE = 1024, 224  # CLIP ViT-L/14 (sd-image-variations image encoder): the clip_fc input width
+DTYPES = ("auto", *checkpoints.DTYPES)
+CLIP_WIDTH, CLIP_SIZE = VIT_L14_CONFIG["hidden_size"], VIT_L14_CONFIG["image_size"]  # the clip_fc input width, px
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -65,9 +67,7 @@ class FYE_LoadModel:
                 "model": (
                     model_folder_choices(),
                     {
-                        "tooltip": "A folder in models/followyouremoji: the official pretrained_models layout "
-                        "(follow-your-emoji/*.pth, sd-image-variations-diffusers/unet/config.json, "
-                        "AnimateDiff/mm_sd_v15_v2.ckpt) or the community fp16 files (FYE_*.safetensors).",
+                        "tooltip": f"A folder in models/followyouremoji holding {LAYOUTS}.",
                     },
                 ),
                 "dtype": (
@@ -132,17 +132,6 @@ def networks(model: comfy.model_patcher.ModelPatcher) -> checkpoints.FollowYourE
     modules without ComfyUI's cast-on-the-fly layers, so a partial (low-VRAM) load would leave weights behind."""
     comfy.model_management.load_models_gpu([model], force_full_load=True)
     return model.model
-
-
-class LoadedOnUse:
-    """The networks, loaded (``networks(model)``) when the library first reads them — for ``encode_reference``, which
-    calls the VAE and CLIP first: loading those may offload the networks to make room, so load them afterwards."""
-
-    def __init__(self, model: comfy.model_patcher.ModelPatcher):
-        self._model = model
-
-    def __getattr__(self, name: str):
-        return getattr(networks(self._model), name)
 
 
 def vae_encoder(vae) -> Encoder:

@@ -51,7 +51,7 @@ TINY_UNET_CONFIG = {
 }
 TINY_GUIDER = {"conditioning_embedding_channels": 32, "conditioning_channels": 3, "block_out_channels": [8, 16, 24, 32]}
 TINY_MOTION_HEADS = 4  # the official's 8 does not divide the tiny widths the same way; the golden used 4
-# follow-your-emoji/config.json (emoji_model.checkpoints.read_pack_config): sizes no official file records.
+# follow-your-emoji/config.json (emoji_model.model_config.read_pack_config): sizes no official file records.
 TINY_PACK_CONFIG = {"unet_additional_kwargs": {"motion_module_kwargs": {"num_attention_heads": TINY_MOTION_HEADS}}}
 
 

@@ -16,7 +16,9 @@ import pytest
 from media import astronaut_path, carphone_path, write_video
 
 from emoji_model.__main__ import main
-from emoji_model.checkpoints import find_model_files, load_follow_your_emoji, read_pack_config
+from emoji_model.checkpoints import load_follow_your_emoji
+from emoji_model.model_config import read_pack_config
+from emoji_model.model_files import find_model_files
 from emoji_model.errors import ModelFileError
 from emoji_model.video import iter_video_frames, probe_video
 
@@ -132,7 +134,7 @@ def test_a_folder_without_clip_and_vae_says_so(weights, tmp_path, driving, landm
 def test_download_places_the_official_layout(tmp_path, tiny_models_dir, monkeypatch):
     """``download_weights`` with ``huggingface_hub`` replaced by a stub serving the tiny files under the official
     repository paths: what lands where."""
-    from emoji_model import weights as weights_module
+    from emoji_model import downloads
 
     fye = tiny_models_dir / "follow-your-emoji"
     served = {
@@ -165,7 +167,7 @@ def test_download_places_the_official_layout(tmp_path, tiny_models_dir, monkeypa
         list_repo_files=lambda repo: [name for (r, name) in served if r == repo],
     )
     monkeypatch.setitem(sys.modules, "huggingface_hub", stub)
-    files = weights_module.download_weights(tmp_path / "models")
+    files = downloads.download_weights(tmp_path / "models")
     assert files.layout == "official" and files.image_encoder and files.vae and files.unet_config
     assert sorted(p.name for p in (tmp_path / "models" / "follow-your-emoji").iterdir()) == [
         "lmk_guider.pth", "referencenet.pth", "unet.pth"]

@@ -1,4 +1,4 @@
-"""Weight files → networks (emoji_model.checkpoints): every supported format is written here from tiny networks,
+"""Weight files → networks (emoji_model.checkpoints, checkpoint_formats, model_files): every supported format is written here from tiny networks,
 loaded through the public functions and compared with what was written; every bad input gets its clear error."""
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from emoji_model.checkpoint_formats import (
     detect_format,
     is_motion_key,
     is_positional_encoding,
+    read_state_dict,
 )
 from emoji_model.checkpoints import (
-    find_model_files,
     load_follow_your_emoji,
     load_guider,
     load_referencenet,
     load_unet3d,
     load_weights,
-    read_state_dict,
 )
 from emoji_model.errors import ModelFileError
+from emoji_model.model_files import find_model_files
 from emoji_model.networks import (
     FULL,
     GuiderConfig,
@@ -201,10 +201,10 @@ def test_full_size_base_unet_fills_both_networks():
     but ``clip_fc``, and every ReferenceNet weight but ``clip_fc`` once the unused ones are set aside."""
     from diffusers import UNet2DConditionModel
 
-    from emoji_model.checkpoint_formats import UNUSED_BY_REFERENCENET, convert_diffusers_unet_to_ours
+    from emoji_model.checkpoint_formats import UNUSED_BY_REFERENCENET
 
     with torch.device("meta"):
-        base = convert_diffusers_unet_to_ours(UNet2DConditionModel(cross_attention_dim=768).state_dict())
+        base = CONVERTERS["diffusers_unet"](UNet2DConditionModel(cross_attention_dim=768).state_dict())
         unet, ref = build_unet3d(FULL.unet3d).state_dict(), build_referencenet(FULL.referencenet).state_dict()
     assert detect_format(base) == "diffusers_unet"
     assert set(base) == {k for k in unet if not is_motion_key(k)} - {"clip_fc.weight", "clip_fc.bias"}
@@ -259,6 +259,25 @@ def test_pickle_with_code_is_refused_not_run(tmp_path, weights, writer):
     with pytest.raises(ModelFileError, match=r"lmk_guider.pth is a pickle that wants to run code .*system.* refused"):
         load_guider(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_unreadable_file_is_reported_as_such_not_as_a_bad_download(tmp_path, weights, suffix, monkeypatch):
+    """A permission (or disk) error names the system's reason; safetensors alone would call it "not found"."""
+    import builtins
+
+    path = save(weights["guider"], tmp_path / f"lmk_guider{suffix}")
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(ModelFileError, match=rf"Cannot read .*lmk_guider{suffix}: Permission denied$") as error:
+        load_guider(path)
+    assert "truncated" not in str(error.value) and "download" not in str(error.value)
 
 
 def _vae_file(path):
@@ -335,7 +354,7 @@ def test_unexpected_and_missing_keys_in_one_error(tmp_path, weights):
 
 
 def test_folder_errors(tmp_path, weights):
-    with pytest.raises(ModelFileError, match="neither an official pretrained_models layout"):
+    with pytest.raises(ModelFileError, match="holds no Follow-Your-Emoji weights; expected the official"):
         find_model_files(tmp_path)
     save(weights["unet"], tmp_path / "follow-your-emoji" / "unet.pth")
     with pytest.raises(ModelFileError, match="lacks the referencenet, guider weights"):
@@ -403,9 +422,12 @@ def test_golden_folder_sizes_from_its_config_json(tiny_models_dir):
     assert networks.referencenet.conv_in.weight.dtype == torch.float16
 
 
-def test_golden_tables_absent_from_the_file_are_computed_identically(tmp_path, tiny_models_dir, tiny_network_configs):
+def test_golden_tables_absent_from_the_file_are_computed(tmp_path, tiny_models_dir, tiny_network_configs):
+    """Within float32 rounding of the official formula, as test_networks_parity bounds it (exp and sin round
+    differently per CPU: 0 on one, 9.5e-7 on another)."""
     stored = read_state_dict(tiny_models_dir / "follow-your-emoji" / "unet.safetensors")
     path = save({k: v for k, v in stored.items() if not is_positional_encoding(k)}, tmp_path / "unet.safetensors")
     loaded = load_unet3d(path, config=tiny_network_configs.unet3d).state_dict()
     for key in (k for k in stored if is_positional_encoding(k)):
-        assert torch.equal(loaded[key], stored[key]), key
+        assert loaded[key].shape == stored[key].shape, key
+        assert (loaded[key] - stored[key]).abs().max() <= stored[key].shape[1] * 2**-22, key

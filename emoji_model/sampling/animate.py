@@ -55,9 +55,15 @@ class Reference:
     height: int
 
 
+def encode_reference(networks, image, **encoding) -> Reference:
+    """The portrait's latent, CLIP states and ReferenceNet features: ``encode_portrait(image, **encoding)``, then
+    ``reference_features``. A host that must load the networks only after the encoders ran (ComfyUI: loading the
+    VAE and CLIP may offload them) calls the two itself."""
+    return reference_features(networks, *encode_portrait(image, **encoding))
+
+
 @torch.no_grad()
-def encode_reference(
-    networks,
+def encode_portrait(
     image,
     *,
     vae_encode: Callable[[torch.Tensor], torch.Tensor],
@@ -67,15 +73,15 @@ def encode_reference(
     official_round_trip: bool = False,
     clip_size: int = 224,
     fit_size: tuple[int, int] | None = None,
-) -> Reference:
-    """The portrait's latent, CLIP states and ReferenceNet features.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The portrait's latent (1, 4, h, w) and CLIP states (1, L, 1024), float32.
 
     ``image``: (H, W, 3) uint8 RGB of any size (or what ``reference.to_uint8`` takes). It is fitted into
     width×height keeping its aspect and padded black (the official ``ValDataset``), then:
     ``vae_encode(x (1, 3, height, width) in [−1, 1])`` must return the **raw** latent mean (1, 4, h, w) (the
     0.18215 scaling happens here); ``clip_encode(pixels (1, 3, clip_size, clip_size), normalised once)`` returns
-    (1, L, 1024) ``last_hidden_state``. The ReferenceNet then runs once, at t = 0, on the conditional context only
-    (batch 1: the official's uncond row is never read).
+    (1, L, 1024) ``last_hidden_state``. The ReferenceNet then runs once on them (``reference_features``), at t = 0, on
+    the conditional context only (batch 1: the official's uncond row is never read).
 
     ``official_round_trip``: apply the official's truncating uint8 round trip to the VAE input (golden quirk 3;
     off by default, it is a defect). ``clip_size``: the CLIP's input size (224 for ViT-L/14). ``fit_size``: fit and
@@ -92,13 +98,19 @@ def encode_reference(
     clip_states = torch.as_tensor(clip_encode(clip_input(canvas, clip_size))).float()
     if clip_states.ndim != 3 or clip_states.shape[0] != 1:
         raise ValueError(f"clip_encode must return (1, tokens, hidden) states, got {tuple(clip_states.shape)}")
+    return latent, clip_states
+
+
+@torch.no_grad()
+def reference_features(networks, latent: torch.Tensor, clip_states: torch.Tensor) -> Reference:
+    """The ``Reference`` of an encoded portrait (``encode_portrait``): the ReferenceNet's features, at t = 0."""
     param = next(networks.referencenet.parameters())
     features = networks.referencenet(
         latent.to(param.device, param.dtype),
         torch.tensor(0, dtype=torch.long),  # the official: zeros_like(t)
         clip_states.to(param.device, param.dtype),
     )
-    return Reference(latent, clip_states, tuple(features), width, height)
+    return Reference(latent, clip_states, tuple(features), latent.shape[-1] * 8, latent.shape[-2] * 8)
 
 
 # ---- sampling -----------------------------------------------------------------------------------------------------
