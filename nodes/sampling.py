@@ -14,7 +14,7 @@ from ..emoji_model.reference import VAE_SCALE_FACTOR, to_uint8
 from ..emoji_model.sampling import animate
 from ..emoji_model.sampling.context import MAX_WINDOW, WEIGHTS
 from .convert import to_latent
-from .models import LoadedOnUse, clip_encoder, networks, vae_encoder
+from .models import clip_encoder, networks, vae_encoder
 from .progress import sampling_callback
 
 CATEGORY = "FollowYourEmoji/animation"
@@ -81,15 +81,11 @@ class FYE_EncodeReference:
         return check_size(width, "width") or check_size(height, "height") or True
 
     def encode(self, image, vae, clip_vision, model, width, height):
-        reference = animate.encode_reference(
-            LoadedOnUse(model),
-            to_uint8(image[0]),
-            vae_encode=vae_encoder(vae),
-            clip_encode=clip_encoder(clip_vision),
-            width=width,
+        latent, clip_states = animate.encode_portrait(
+            to_uint8(image[0]), vae_encode=vae_encoder(vae), clip_encode=clip_encoder(clip_vision), width=width,
             height=height,
-        )
-        return (reference,)
+        )  # first: loading the VAE and the CLIP may offload the networks
+        return (animate.reference_features(networks(model), latent, clip_states),)
 
 
 class FYE_Sample:
@@ -201,8 +197,8 @@ class FYE_Sample:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, window_length, overlap):  # ComfyUI repeats the message for each input named here
-        return check_windows(window_length, overlap) or True
+    def VALIDATE_INPUTS(cls, windows, window_length, overlap):  # ComfyUI repeats the message for each input named
+        return check_windows(windows, window_length, overlap) or True
 
     def sample(
         self, model, reference, motion, steps, cfg, seed, windows, window_length, overlap, fusion, loop, keyframe_stride
@@ -231,12 +227,13 @@ def check_size(value, name: str) -> str | None:
     return f"{name} must be a multiple of {VAE_SCALE_FACTOR} from {MIN_SIZE} to {MAX_SIZE}, got {value}"
 
 
-def check_windows(window_length, overlap) -> str | None:
-    """The library's message for a window length over the motion module's limit, or an overlap not below it (None
-    when fine, or when linked from another node and so not known before running)."""
-    if None in (window_length, overlap):
+def check_windows(windows, window_length, overlap) -> str | None:
+    """The library's message for window settings it refuses in the chosen mode (a length over the motion module's
+    limit, an overlap not below the length where overlap applies); None when fine, or when linked from another node
+    and so not known before running."""
+    if None in (windows, window_length, overlap):
         return None
-    options = animate.SamplingOptions(windows="overlap", window_length=window_length, overlap=overlap)
+    options = animate.SamplingOptions(windows=windows, window_length=window_length, overlap=overlap)
     try:
         animate.check_options(options)
     except ValueError as exc:

@@ -281,6 +281,22 @@ def test_window_longer_than_the_motion_module_is_refused_before_running(comfyui_
     assert "33" in details and "32" in details and "motion module" in details, details
 
 
+def test_windows_are_validated_in_the_chosen_mode(comfyui_server, animation_models, inputs):
+    """overlap ≥ window_length is refused where overlap applies, and accepted (ignored) with official windows."""
+    settings = dict(width=SMALL, height=SMALL, window_length=4, overlap=4, steps=1)
+    status, body = comfyui_server.queue(
+        animation_graph(animation_models, inputs.small_portrait, inputs.short, windows="overlap", **settings)
+    )
+    assert status == 400, body
+    kinds, details = validation_details(body, "11")
+    assert kinds == {"custom_validation_failed"} and "overlap" in details, body["node_errors"]
+
+    prompt = animation_graph(animation_models, inputs.small_portrait, inputs.short, windows="official", **settings)
+    result = comfyui_server.run(prompt, timeout=600)
+    assert result.status == "success", result.describe()
+    assert len(result.files("13")) == inputs.short_frames
+
+
 def test_missing_or_incomplete_model_folder_is_refused_before_running(comfyui_server, animation_models, inputs):
     status, body = comfyui_server.queue(
         animation_graph(animation_models, inputs.portrait, inputs.short, model="not-downloaded-yet")
