@@ -71,7 +71,6 @@ class ReferenceAttnProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
         reference: torch.Tensor | None = None,
         reference_mask: Sequence[bool] | None = None,
         frames: int = 1,
@@ -117,14 +116,8 @@ class SharedContextAttnProcessor:
     ``B·F == B`` (F = 1) it is ordinary cross-attention.
     """
 
-    def __call__(
-        self,
-        attn: Attention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is not None:
             raise ValueError("SharedContextAttnProcessor takes no attention mask")
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states

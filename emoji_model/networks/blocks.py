@@ -63,7 +63,8 @@ class _Block(nn.Module):
     def _layer(self, i, x, context, frames, references, reference_mask, features):
         """Layer i after its resnet: x (B·F, C, h, w) → same shape, or None after a truncated transformer."""
         if self.attentions is not None:
-            x, normed = self.attentions[i](x, context, frames, references[i] if references else None, reference_mask)
+            x, normed = self.attentions[i](x, context, frames, reference=references[i] if references else None,
+                                           reference_mask=reference_mask)
             if features is not None:
                 features.append(normed)
             if x is None:  # the ReferenceNet's truncated last transformer: nothing after it is used
@@ -147,3 +148,27 @@ class UpBlock(_Block):
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, output_size=skips[-1].shape[-2:] if skips else None)
         return x
+
+
+def build_unet_body(module: nn.Module, cfg: UNetConfig, motion, *, norm1_only_last: bool = False) -> None:
+    """The SD-1.x UNet layout both our UNets share, set on ``module`` under the official names: ``conv_in``,
+    ``time_proj``, ``time_embedding``, ``clip_fc``, ``down_blocks``, ``mid_block``, ``up_blocks`` (motion modules in
+    each block when ``motion`` is given; ``norm1_only_last``: the ReferenceNet's truncated last transformer)."""
+    widths = cfg.block_out_channels
+    levels = len(widths)
+    module.conv_in = nn.Conv2d(cfg.in_channels, widths[0], kernel_size=3, padding=1)
+    module.time_proj = Timesteps(widths[0], cfg.flip_sin_to_cos, cfg.freq_shift)
+    module.time_embedding = TimestepEmbedding(widths[0], cfg.time_embed_dim)
+    module.clip_fc = nn.Linear(cfg.clip_dim, cfg.cross_attention_dim)
+    module.down_blocks = nn.ModuleList(
+        DownBlock(cfg, widths[max(i - 1, 0)], widths[i], cross_attention=i < levels - 1, motion=motion,
+                  downsample=i < levels - 1)
+        for i in range(levels)
+    )
+    module.mid_block = MidBlock(cfg, widths[-1], motion=motion)
+    rev = widths[::-1]
+    module.up_blocks = nn.ModuleList(
+        UpBlock(cfg, rev[min(i + 1, levels - 1)], rev[max(i - 1, 0)], rev[i], cross_attention=i > 0, motion=motion,
+                upsample=i < levels - 1, norm1_only_last=norm1_only_last and i == levels - 1)
+        for i in range(levels)
+    )

@@ -11,10 +11,9 @@ is computed. Under CFG the official runs it on [uncond, cond], but the uncond fe
 from __future__ import annotations
 
 import torch
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from .blocks import DownBlock, MidBlock, UpBlock, timestep_embedding
+from .blocks import build_unet_body, timestep_embedding
 from .config import UNetConfig
 
 
@@ -22,24 +21,7 @@ class ReferenceNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.config = cfg
-        widths = cfg.block_out_channels
-        levels = len(widths)
-        self.conv_in = nn.Conv2d(cfg.in_channels, widths[0], kernel_size=3, padding=1)
-        self.clip_fc = nn.Linear(cfg.clip_dim, cfg.cross_attention_dim)
-        self.time_proj = Timesteps(widths[0], cfg.flip_sin_to_cos, cfg.freq_shift)
-        self.time_embedding = TimestepEmbedding(widths[0], cfg.time_embed_dim)
-        self.down_blocks = nn.ModuleList(
-            DownBlock(cfg, widths[max(i - 1, 0)], widths[i], cross_attention=i < levels - 1, motion=None,
-                      downsample=i < levels - 1)
-            for i in range(levels)
-        )
-        self.mid_block = MidBlock(cfg, widths[-1], motion=None)
-        rev = widths[::-1]
-        self.up_blocks = nn.ModuleList(
-            UpBlock(cfg, rev[min(i + 1, levels - 1)], rev[max(i - 1, 0)], rev[i], cross_attention=i > 0, motion=None,
-                    upsample=i < levels - 1, norm1_only_last=i == levels - 1)
-            for i in range(levels)
-        )
+        build_unet_body(self, cfg, motion=None, norm1_only_last=True)
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """sample (B, 4, h, w) clean reference latent, timestep (0 in the pipeline), encoder_hidden_states

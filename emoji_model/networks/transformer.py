@@ -66,20 +66,14 @@ class SpatialTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TransformerBlock(channels, heads, context_dim, norm1_only)])
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)  # kept (and loaded) even when norm1_only
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        context: torch.Tensor,
-        frames: int = 1,
-        reference: torch.Tensor | None = None,
-        reference_mask: Sequence[bool] | None = None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """x (B·F, C, h, w) → (out (B·F, C, h, w) or None if norm1_only, norm1 tokens (B·F, h·w, C))."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int = 1, **reference) -> tuple:
+        """x (B·F, C, h, w) → (out (B·F, C, h, w) or None if norm1_only, norm1 tokens (B·F, h·w, C));
+        ``reference``: ``TransformerBlock``'s ``reference`` and ``reference_mask``."""
         n, c, h, w = x.shape
         tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B·F, h·w, C)
         normed = None
         for block in self.transformer_blocks:
-            tokens, normed = block(tokens, context, frames, reference, reference_mask)
+            tokens, normed = block(tokens, context, frames, **reference)
             if tokens is None:
                 return None, normed
         out = self.proj_out(tokens.transpose(1, 2).reshape(n, c, h, w))

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from .blocks import DownBlock, MidBlock, UpBlock, timestep_embedding
+from .blocks import build_unet_body, timestep_embedding
 from .config import UNet3DConfig
 from .motion import check_window
 
@@ -25,24 +24,8 @@ class UNet3D(nn.Module):
         super().__init__()
         self.config = cfg
         u, motion = cfg.unet, cfg.motion
+        build_unet_body(self, u, motion)
         widths = u.block_out_channels
-        levels = len(widths)
-        self.conv_in = nn.Conv2d(u.in_channels, widths[0], kernel_size=3, padding=1)
-        self.time_proj = Timesteps(widths[0], u.flip_sin_to_cos, u.freq_shift)
-        self.time_embedding = TimestepEmbedding(widths[0], u.time_embed_dim)
-        self.clip_fc = nn.Linear(u.clip_dim, u.cross_attention_dim)
-        self.down_blocks = nn.ModuleList(
-            DownBlock(u, widths[max(i - 1, 0)], widths[i], cross_attention=i < levels - 1, motion=motion,
-                      downsample=i < levels - 1)
-            for i in range(levels)
-        )
-        self.mid_block = MidBlock(u, widths[-1], motion=motion)
-        rev = widths[::-1]
-        self.up_blocks = nn.ModuleList(
-            UpBlock(u, rev[min(i + 1, levels - 1)], rev[max(i - 1, 0)], rev[i], cross_attention=i > 0,
-                    motion=motion, upsample=i < levels - 1)
-            for i in range(levels)
-        )
         self.conv_norm_out = nn.GroupNorm(u.norm_num_groups, widths[0], eps=u.norm_eps)
         self.conv_out = nn.Conv2d(widths[0], u.out_channels, kernel_size=3, padding=1)
 
