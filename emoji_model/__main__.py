@@ -46,14 +46,56 @@ def _parser() -> argparse.ArgumentParser:
     lmk.add_argument("out_dir", nargs="?", type=Path, default=DEFAULT_OUT_DIR, help=f"default: {DEFAULT_OUT_DIR}")
     lmk.add_argument("--model", type=Path, help=f"{FACE_LANDMARKER.name} (default: looked up, see README)")
     lmk.add_argument("--download", action="store_true", help=f"download the model into {cache_dir()} if missing")
-    lmk.add_argument("--pose-mode", choices=POSE_MODES, default="relative")
-    lmk.add_argument("--neutral-frame", type=int, default=None, help="driving frame with the neutral expression")
-    lmk.add_argument("--expression-scale", type=float, default=1.0)
-    lmk.add_argument("--smoothing", type=int, default=1, help="odd window in frames, 1 = off")
     lmk.add_argument("--drop-first-frame", action="store_true", help="drop driving frame 0, as the official code")
-    lmk.add_argument("--no-tracking", action="store_true", help="detect each frame on its own (IMAGE mode)")
+    _job_arguments(lmk, paste_back=False)
     _animate_parser(commands)
     return parser
+
+
+def _job_arguments(cmd, *, paste_back: bool) -> None:
+    """The options both jobs share: the portrait's framing, the driving face, the retargeting."""
+    from .framing import FACE_ORDERS, FRAMINGS, FramingOptions
+
+    framing = FramingOptions()
+    cmd.add_argument("--framing", choices=FRAMINGS, default=framing.framing,
+                     help="crop: a square around the face as the model was trained (pasted back into the photo); "
+                          "fit: the whole photo fitted and padded black (the official); none: the photo at its size")
+    cmd.add_argument("--size", type=int, default=framing.size, help="model image size for crop and fit, a multiple "
+                                                                     f"of 8 (default {framing.size})")
+    cmd.add_argument("--face-index", type=int, default=0, help="which face of the photo (0: the first in --face-order)")
+    cmd.add_argument("--face-order", choices=FACE_ORDERS, default="largest")
+    cmd.add_argument("--crop-scale", type=float, default=framing.crop_scale, help="crop: > 1 shows more around the face")
+    cmd.add_argument("--crop-offset-y", type=float, default=framing.crop_offset_y,
+                     help="crop: > 0 moves the face down in the crop (a fraction of its size)")
+    cmd.add_argument("--driving-face-index", type=int, default=0, help="which face of the driving video to follow")
+    cmd.add_argument("--driving-face-order", choices=FACE_ORDERS, default="largest")
+    if paste_back:
+        cmd.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
+                         help="put the animation back into the photo at its resolution (default: on with crop)")
+        cmd.add_argument("--feather", type=float, default=0.1, help="paste-back blend width, a fraction of the crop")
+        cmd.add_argument("--colour-match", action="store_true", help="match the crop's colours to the photo's")
+    cmd.add_argument("--no-tracking", action="store_true", help="detect each driving frame on its own (IMAGE mode)")
+    cmd.add_argument("--pose-mode", choices=POSE_MODES, default="relative")
+    cmd.add_argument("--neutral-frame", type=int, default=None, help="driving frame with the neutral expression")
+    cmd.add_argument("--expression-scale", type=float, default=1.0)
+    cmd.add_argument("--smoothing", type=int, default=1, help="odd window in frames, 1 = off")
+
+
+def _job_options(args) -> dict:
+    """``pipeline.portrait_motion``'s options from the parsed arguments."""
+    from .framing import FramingOptions, check_framing, check_size
+
+    options = FramingOptions(framing=args.framing, size=args.size, face_index=args.face_index,
+                             face_order=args.face_order, crop_scale=args.crop_scale, crop_offset_y=args.crop_offset_y)
+    try:
+        check_framing(options)
+        if options.framing != "none":
+            check_size(options.size, options.size)
+    except ValueError as exc:
+        raise EmojiError(str(exc)) from None
+    return dict(framing=options, tracking=not args.no_tracking, driving_face_index=args.driving_face_index,
+                driving_face_order=args.driving_face_order, pose_mode=args.pose_mode,
+                neutral_frame=args.neutral_frame, expression_scale=args.expression_scale, smoothing=args.smoothing)
 
 
 def _animate_parser(commands) -> None:
@@ -88,18 +130,17 @@ def _animate_parser(commands) -> None:
     cmd.add_argument("--loop", action="store_true", help="overlap windows wrap around (a looping driving video)")
     cmd.add_argument("--keyframe-stride", type=int, default=defaults.keyframe_stride)
     cmd.add_argument("--frames", type=int, default=None, help="only the first N driving frames")
-    cmd.add_argument("--size", type=int, default=512, help="output width and height, a multiple of 8 (default 512)")
+    cmd.add_argument("--save-frames", type=Path, default=None, metavar="DIR",
+                     help="also write every output frame as a lossless PNG into DIR")
+    cmd.add_argument("--vae", type=Path, default=None, help="an SD VAE folder or file instead of the folder's")
+    cmd.add_argument("--clip", type=Path, default=None, help="a CLIP ViT-L/14 image encoder instead of the folder's")
     cmd.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                      help="network precision (auto: fp16 on CUDA, fp32 on CPU)")
     cmd.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     cmd.add_argument("--decode-chunk", type=int, default=8, help="frames per VAE decode call")
     cmd.add_argument("--official-round-trip", action="store_true",
                      help="reproduce the official's truncating uint8 round trip of the portrait")
-    cmd.add_argument("--no-tracking", action="store_true", help="detect each driving frame on its own (IMAGE mode)")
-    cmd.add_argument("--pose-mode", choices=POSE_MODES, default="relative")
-    cmd.add_argument("--neutral-frame", type=int, default=None)
-    cmd.add_argument("--expression-scale", type=float, default=1.0)
-    cmd.add_argument("--smoothing", type=int, default=1)
+    _job_arguments(cmd, paste_back=True)
 
 
 def _landmarks(args) -> None:
@@ -108,16 +149,9 @@ def _landmarks(args) -> None:
     reference, driving = _inputs(args, "REFERENCE_IMAGE and DRIVING_VIDEO")
     model = _landmarker(args)
     logger.info("reference %s, driving %s, model %s", reference, driving, model)
-    result = pipeline.run_landmarks(
-        reference, driving, args.out_dir, model,
-        tracking=not args.no_tracking,
-        pose_mode=args.pose_mode,
-        neutral_frame=args.neutral_frame,
-        expression_scale=args.expression_scale,
-        smoothing=args.smoothing,
-        keep_first_frame=not args.drop_first_frame,
-    )
-    print(f"{len(result.motion)} drawings and landmarks.npz written to {result.out_dir}")
+    job = pipeline.run_landmarks(reference, driving, args.out_dir, model, keep_first_frame=not args.drop_first_frame,
+                                 progress=_Progress(), **_job_options(args))
+    print(f"{len(job.motion)} drawings, framing.png and landmarks.npz written to {args.out_dir}")
 
 
 def _inputs(args, names: str) -> tuple[Path, Path]:
@@ -142,14 +176,13 @@ def _landmarker(args) -> Path:
 def _animate(args) -> None:
     import torch
 
-    from . import downloads, pipeline
+    from . import downloads, model_files, pipeline
     from .sampling.animate import SamplingOptions, check_options
 
     args.reference, args.driving = _inputs(args, "--reference and --driving")
     if args.frames is not None and args.frames < 1:
         raise EmojiError(f"--frames must be at least 1, got {args.frames}")
-    if args.size < 8 or args.size % 8:
-        raise EmojiError(f"--size must be a positive multiple of 8, got {args.size}")
+    job_options = _job_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype if args.dtype != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
     window_length = args.window_length or (24 if args.windows == "official" else SamplingOptions().window_length)
@@ -163,17 +196,26 @@ def _animate(args) -> None:
     landmarker = _landmarker(args)
     if args.download:
         downloads.download_weights(args.weights, source=args.download_source)
-    hint = "Or run again with --download to fetch them into that folder (several GB)."
-    models = pipeline.load_animation_models(args.weights, dtype=dtype, device=device, download_hint=hint)
+    if args.vae is None or args.clip is None:
+        try:
+            model_files.require_weights(args.weights)
+        except EmojiError as missing:  # still leave what can be made without weights
+            job = pipeline.portrait_motion(args.reference, args.driving, landmarker, max_frames=args.frames,
+                                           keep_first_frame=True, progress=_Progress(), **job_options)
+            made = pipeline.write_motion_preview(job, args.out)
+            raise EmojiError(f"{missing}\nOr run again with --download to fetch them into that folder (several GB)."
+                             f"\nWithout them, written: {made[0]} (the photo's framing and landmarks) and {made[1]} "
+                             "(the motion the animation would follow).") from None
+    models = pipeline.load_animation_models(args.weights, dtype=dtype, device=device, clip=args.clip, vae=args.vae)
     result = pipeline.run_animate(
         args.reference, args.driving, args.out, models=models, landmarker_model=landmarker, options=options,
-        width=args.size, height=args.size, max_frames=args.frames, tracking=not args.no_tracking,
-        official_round_trip=args.official_round_trip, decode_chunk=args.decode_chunk, progress=_Progress(),
-        pose_mode=args.pose_mode, neutral_frame=args.neutral_frame, expression_scale=args.expression_scale,
-        smoothing=args.smoothing,
+        paste=args.paste_back, feather=args.feather, colour_match=args.colour_match, max_frames=args.frames,
+        official_round_trip=args.official_round_trip, decode_chunk=args.decode_chunk, frames_dir=args.save_frames,
+        progress=_Progress(), **job_options,
     )
     audio = "with the driving video's audio" if result.has_audio else "no audio"
-    print(f"{result.num_frames} frames at {float(result.fps):.3f} fps ({audio}) written to {result.out_path}")
+    print(f"{result.num_frames} frames of {result.size[0]}×{result.size[1]} at {float(result.fps):.3f} fps ({audio}) "
+          f"written to {result.out_path}")
 
 
 class _Progress:

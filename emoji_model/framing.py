@@ -232,6 +232,35 @@ def frame_portrait(portrait, model_path, options: FramingOptions = FramingOption
     return crop_portrait(rgb, face, options.size, crop_scale=options.crop_scale, crop_offset_y=options.crop_offset_y)
 
 
+DETECTION_SIZE = 512  # the portrait's face is detected at least this big (the official detects at 512²)
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPortrait:
+    """A portrait made ready for the model: the image it sees, how it maps back, and its face's landmarks."""
+
+    image: np.ndarray  # (h, w, 3) uint8, the model's input size
+    crop: PortraitCrop
+    landmarks: object  # landmarks.types.FaceLandmarks, one frame, normalised to the prepared image
+
+
+def prepare_portrait(portrait, model_path, options: FramingOptions = FramingOptions()) -> PreparedPortrait:
+    """``frame_portrait``, then the face's landmarks on the prepared image, detected at an integer multiple of its
+    size of at least ``DETECTION_SIZE`` (a 64² test image is too small for the detector) and expressed at its size.
+    In ``crop`` the face nearest the crop's centre is the chosen one; otherwise ``face_index`` in ``face_order``."""
+    import dataclasses
+
+    from .landmarks.extract import extract_landmarks
+
+    rgb = to_rgb_uint8(portrait)
+    image, crop = frame_portrait(rgb, model_path, options)
+    width, height = crop.size
+    scale = max(1, math.ceil(DETECTION_SIZE / min(width, height)))
+    index, order = (0, "centre") if crop.framing == "crop" else (options.face_index, options.face_order)
+    found = extract_landmarks([render(rgb, crop, scale)], model_path, video=False, face_index=index, face_order=order)
+    return PreparedPortrait(image, crop, dataclasses.replace(found, width=width, height=height))
+
+
 # ---- paste-back ---------------------------------------------------------------------------------------------------
 
 
@@ -269,7 +298,8 @@ def _colour_matched(frame: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def paste_back(frames: Iterable[np.ndarray], portrait, crop: PortraitCrop, *, feather: float = 0.1,
                colour_match: bool = False) -> Iterator[np.ndarray]:
-    """Each generated (h, w, 3) frame (or (n, h, w, 3) chunk) mapped back into the portrait at its own resolution,
+    """Each generated (h, w, 3) frame (or (n, h, w, 3) chunk; any ``images.to_rgb_uint8`` input, e.g. ComfyUI IMAGE
+    floats) mapped back into the portrait at its own resolution,
     blended through ``paste_mask``: (H, W, 3) uint8 per frame. Outside the mask the portrait's pixels are kept
     exactly. ``colour_match`` moves each frame's colours to those of the portrait under the crop first."""
     rgb = to_rgb_uint8(portrait)
@@ -288,8 +318,8 @@ def paste_back(frames: Iterable[np.ndarray], portrait, crop: PortraitCrop, *, fe
     original_crop = _padded_window(rgb, x, y, w, h)
     rx, ry, rw, rh = crop.region
     for item in frames:
-        chunk = np.asarray(item)
-        for frame in chunk[None] if chunk.ndim == 3 else chunk:
+        chunk = item if item.ndim == 4 else item[None]
+        for frame in (to_rgb_uint8(f) for f in chunk):
             if (frame.shape[1], frame.shape[0]) != crop.size:
                 raise InputImageError(f"a generated frame is {frame.shape[1]}×{frame.shape[0]}, the crop "
                                       f"{crop.size[0]}×{crop.size[1]}")
@@ -305,6 +335,15 @@ def paste_back(frames: Iterable[np.ndarray], portrait, crop: PortraitCrop, *, fe
 # ---- preview ------------------------------------------------------------------------------------------------------
 
 
+def preview(portrait, prepared: PreparedPortrait) -> np.ndarray:
+    """The portrait with the crop box and the prepared face's landmarks drawn over it (``draw_framing``)."""
+    points = None
+    if prepared.landmarks.found[0]:
+        size = np.array([prepared.landmarks.width, prepared.landmarks.height])
+        points = to_portrait(prepared.landmarks.points[0, :, :2] * size, prepared.crop)
+    return draw_framing(portrait, prepared.crop, points)
+
+
 def draw_framing(portrait, crop: PortraitCrop, points: np.ndarray | None = None) -> np.ndarray:
     """The portrait with the crop box and the face's landmarks (portrait pixels, ``to_portrait``) drawn over it,
     lines thick enough to read at thumbnail size: (H, W, 3) uint8."""
@@ -314,7 +353,12 @@ def draw_framing(portrait, crop: PortraitCrop, points: np.ndarray | None = None)
     x, y, w, h = crop.source
     cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), (255, 200, 0), thick, cv2.LINE_AA)
     if points is not None and np.isfinite(points).all():
+        from .landmarks.connections import FEATURES, PUPILS
+
         xy = np.rint(np.asarray(points)[:, :2]).astype(np.int32)
-        for px, py in xy[::3]:
-            cv2.circle(out, (int(px), int(py)), max(1, thick // 2), (0, 255, 120), -1, cv2.LINE_AA)
+        line = max(2, round(thick * min(w, h) / 400))  # the features' lines scale with the face
+        for feature in FEATURES:  # the drawing the model follows, in its colours, thick enough for a thumbnail
+            cv2.polylines(out, [xy[list(edge)] for edge in feature.edges], False, feature.colour, line, cv2.LINE_AA)
+        for pupil in PUPILS:
+            cv2.circle(out, tuple(int(v) for v in xy[pupil]), line + 1, (255, 0, 0), -1, cv2.LINE_AA)
     return out

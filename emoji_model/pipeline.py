@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -14,22 +13,48 @@ from pathlib import Path
 import numpy as np
 
 from .landmarks import align, draw, extract
+from .framing import FramingOptions, PreparedPortrait, paste_back, prepare_portrait
+from .framing import preview as framing_preview
 from .landmarks.types import FaceLandmarks, Motion
-from .video import VideoInfo, iter_video_frames, probe_video, read_image, write_video
+from .video import VideoInfo, VideoSource, iter_video_frames, probe_video, read_image, write_video
 
 logger = logging.getLogger(__name__)
 
 
 def extract_landmarks(
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray | None],
     model_path: str | os.PathLike,
     *,
     video: bool,
     fps: float = 30.0,
     on_frame: Callable[[int], None] | None = None,
+    face_index: int = 0,
+    face_order: str = "largest",
 ) -> FaceLandmarks:
-    """Face landmarks of each frame; ``video`` tracks across frames (MediaPipe VIDEO mode), else IMAGE mode."""
-    return extract.extract_landmarks(frames, model_path, video=video, fps=fps, on_frame=on_frame)
+    """Face landmarks of each frame; ``video`` tracks across frames (MediaPipe VIDEO mode), else IMAGE mode; with
+    several faces, face ``face_index`` in ``face_order`` is followed (``landmarks.faces``)."""
+    return extract.extract_landmarks(frames, model_path, video=video, fps=fps, on_frame=on_frame,
+                                     face_index=face_index, face_order=face_order)
+
+
+def video_landmarks(
+    source: VideoSource,
+    model_path: str | os.PathLike,
+    *,
+    tracking: bool = True,
+    max_frames: int | None = None,
+    on_frame: Callable[[int, int], None] | None = None,
+    face_index: int = 0,
+    face_order: str = "largest",
+) -> tuple[FaceLandmarks, VideoInfo]:
+    """The landmarks of a driving video read one frame at a time (memory does not grow with its length: no frame is
+    kept), and what the file says of itself. ``on_frame(i, total)``: progress; total is the container's count."""
+    info = probe_video(source)
+    total = min(n for n in (info.num_frames, max_frames, 2**31) if n)
+    report = None if on_frame is None else (lambda i: on_frame(i, total))
+    landmarks = extract_landmarks(iter_video_frames(source, max_frames), model_path, video=tracking, fps=info.fps,
+                                  on_frame=report, face_index=face_index, face_order=face_order)
+    return landmarks, info
 
 
 def retarget(reference: FaceLandmarks, driving: FaceLandmarks, **options) -> Motion:
@@ -42,46 +67,91 @@ def draw_motion(motion: Motion) -> np.ndarray:
     return draw.draw_motion(motion.points, motion.width, motion.height)
 
 
-def draw_landmarks(landmarks: FaceLandmarks) -> np.ndarray:
-    """(N, H, W, 3) uint8 drawings of the detected landmarks as they are; black where no face was found."""
-    return draw.draw_normalised(landmarks.points[..., :2], landmarks.width, landmarks.height)
+def draw_landmarks(landmarks: FaceLandmarks, max_frames: int | None = None, max_side: int | None = None) -> np.ndarray:
+    """(n, H, W, 3) uint8 drawings of the detected landmarks as they are; black where no face was found. At most
+    ``max_frames`` of them (evenly spaced) and at most ``max_side`` px on the long side, for previews of long videos."""
+    frames = np.arange(len(landmarks))
+    if max_frames is not None and len(frames) > max_frames:
+        frames = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
+    scale = min(1.0, (max_side or math.inf) / max(landmarks.width, landmarks.height))
+    width, height = max(1, round(landmarks.width * scale)), max(1, round(landmarks.height * scale))
+    return draw.draw_normalised(landmarks.points[frames, :, :2], width, height)
 
 
-@dataclass(frozen=True)
-class LandmarksResult:
-    """What the headless landmarks job produced."""
+Progress = Callable[[str, int, int], None]  # (phase, done, total): "landmarks", "sampling", "decoding"
 
-    reference: FaceLandmarks
+
+@dataclass(frozen=True, eq=False)
+class MotionJob:
+    """The landmark half of both jobs: the portrait prepared (framing), the driving face, the motion it follows."""
+
+    portrait: np.ndarray  # (H, W, 3) uint8, the photo as given
+    prepared: PreparedPortrait
     driving: FaceLandmarks
     motion: Motion
-    out_dir: Path
-    fps: float
+    info: VideoInfo
+    driving_video: VideoSource
+
+    @property
+    def rate(self) -> Fraction:
+        return self.info.rate or Fraction(self.info.fps).limit_denominator(1_000_000)
 
 
-def run_landmarks(
+def portrait_motion(
     reference_image: str | os.PathLike,
-    driving_video: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    model_path: str | os.PathLike,
+    driving_video: VideoSource,
+    landmarker_model: str | os.PathLike,
     *,
+    framing: FramingOptions = FramingOptions(),
     tracking: bool = True,
-    on_frame: Callable[[int], None] | None = None,
+    max_frames: int | None = None,
+    driving_face_index: int = 0,
+    driving_face_order: str = "largest",
+    progress: Progress | None = None,
     **align_options,
-) -> LandmarksResult:
-    """Portrait + driving video → ``aligned_NNNN.png`` per driving frame and ``landmarks.npz`` in ``out_dir``."""
+) -> MotionJob:
+    """Portrait → ``prepare_portrait`` (framing, its landmarks); driving video → landmarks (one frame at a time; the
+    face ``driving_face_index`` in ``driving_face_order`` followed); the driving motion retargeted onto the prepared
+    portrait (``align_options``: see ``landmarks.align.align``)."""
+    portrait = read_image(reference_image)
+    prepared = prepare_portrait(portrait, landmarker_model, framing)
+    report = None if progress is None else (lambda i, total: progress("landmarks", i + 1, total))
+    driving, info = video_landmarks(driving_video, landmarker_model, tracking=tracking, max_frames=max_frames,
+                                    on_frame=report, face_index=driving_face_index, face_order=driving_face_order)
+    motion = retarget(prepared.landmarks, driving, **align_options)
+    return MotionJob(portrait, prepared, driving, motion, info, driving_video)
+
+
+def run_landmarks(reference_image, driving_video, out_dir: str | os.PathLike, model_path, **job_options) -> MotionJob:
+    """Portrait + driving video → in ``out_dir``: ``aligned_NNNN.png`` per driving frame (at the prepared portrait's
+    size), ``landmarks.npz`` and ``framing.png`` (the photo with the crop box and its landmarks).
+    ``job_options``: see ``portrait_motion``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = probe_video(driving_video)
-    reference = extract_landmarks([read_image(reference_image)], model_path, video=False)
-    driving = extract_landmarks(iter_video_frames(driving_video), model_path, video=tracking, fps=info.fps, on_frame=on_frame)
-    motion = retarget(reference, driving, **align_options)
-    drawings = (image for chunk in draw.iter_drawings(motion) for image in chunk)
-    for index, image in zip(motion.source_frames, drawings):
+    job = portrait_motion(reference_image, driving_video, model_path, **job_options)
+    drawings = (image for chunk in draw.iter_drawings(job.motion) for image in chunk)
+    for index, image in zip(job.motion.source_frames, drawings):
         _write_png(out_dir / f"aligned_{index:04d}.png", image)
-    save_landmarks(out_dir / "landmarks.npz", reference, driving, motion)
+    save_landmarks(out_dir / "landmarks.npz", job.prepared.landmarks, job.driving, job.motion)
+    _write_png(out_dir / "framing.png", framing_preview(job.portrait, job.prepared))
     logger.info("%d of %d driving frames had a face; wrote %d drawings to %s",
-                driving.num_found, len(driving), len(motion), out_dir)
-    return LandmarksResult(reference, driving, motion, out_dir, info.fps)
+                job.driving.num_found, len(job.driving), len(job.motion), out_dir)
+    return job
+
+
+def write_motion_preview(job: MotionJob, out_path: str | os.PathLike) -> tuple[Path, Path]:
+    """What an animation would follow, without any weights: ``<out>_framing.png`` (the photo, crop box, landmarks)
+    and ``<out>_motion.mp4`` (the landmark drawings with the driving video's frame rate and sound)."""
+    out_path = Path(out_path)
+    still, video = out_path.with_name(out_path.stem + "_framing.png"), out_path.with_name(out_path.stem + "_motion.mp4")
+    still.parent.mkdir(parents=True, exist_ok=True)
+    _write_png(still, framing_preview(job.portrait, job.prepared))
+    write_video(video, draw.iter_drawings(job.motion), job.rate, audio_from=_audio_source(job))
+    return still, video
+
+
+def _audio_source(job: MotionJob) -> VideoSource | None:
+    return job.driving_video if job.info.has_audio else None
 
 
 def save_landmarks(path: str | os.PathLike, reference: FaceLandmarks, driving: FaceLandmarks, motion: Motion) -> None:
@@ -105,8 +175,6 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 # ---- animation: portrait + driving video → MP4 -----------------------------------------------------------------
 
-DETECTION_SIZE = 512  # the portrait's face is detected on a canvas at least this big (the official detects at 512²)
-Progress = Callable[[str, int, int], None]  # (phase, done, total): "landmarks", "sampling", "decoding"
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,12 +189,13 @@ class AnimationModels:
 def load_animation_models(weights_dir: str | os.PathLike, *, dtype: str = "fp32", device: str = "cpu",
                           clip: str | os.PathLike | None = None, vae: str | os.PathLike | None = None,
                           download_hint: str = "") -> AnimationModels:
-    """The networks, CLIP and VAE of a model folder (``weights.py`` layouts); ``clip``/``vae`` override the folder's.
-    A folder missing anything is one ``ModelFileError`` naming what and where to get it."""
-    from . import checkpoints, encoders, weights
+    """The networks, CLIP and VAE of a model folder (``model_files`` layouts); ``clip``/``vae`` override the folder's.
+    A folder missing anything is one ``ModelFileError`` naming what and where to get it (``download_hint``: the
+    host's own way to download it)."""
+    from . import checkpoints, encoders, model_files
 
-    files = weights.require_weights(weights_dir, download_hint=download_hint) if clip is None or vae is None \
-        else checkpoints.find_model_files(weights_dir)
+    files = model_files.require_weights(weights_dir, download_hint=download_hint) if clip is None or vae is None \
+        else model_files.find_model_files(weights_dir)
     torch_dtype = checkpoints.DTYPES[dtype]
     networks = checkpoints.load_follow_your_emoji(weights_dir, dtype=torch_dtype, device=device)
     clip_model = encoders.load_clip_image_encoder(clip or files.image_encoder, dtype=torch_dtype).to(device)
@@ -166,20 +235,6 @@ def clip_image_size(clip) -> int:
     return int(clip.config.image_size)
 
 
-def portrait_landmarks(portrait: np.ndarray, model_path: str | os.PathLike, width: int, height: int) -> FaceLandmarks:
-    """The portrait's face, as found on its fitted-and-padded canvas, expressed at width×height.
-
-    Small outputs (a 64² test) would be too small for the face detector: the canvas is detected at an integer multiple
-    of width×height of at least ``DETECTION_SIZE`` on the short side. MediaPipe's points are normalised, so they hold
-    at width×height as they are.
-    """
-    from .reference import fit_and_pad
-
-    scale = max(1, math.ceil(DETECTION_SIZE / min(width, height)))
-    found = extract_landmarks([fit_and_pad(portrait, width * scale, height * scale)], model_path, video=False)
-    return dataclasses.replace(found, width=width, height=height)
-
-
 @dataclass(frozen=True)
 class AnimationResult:
     """What the headless animation produced."""
@@ -188,56 +243,74 @@ class AnimationResult:
     num_frames: int
     fps: Fraction
     has_audio: bool
-    motion: Motion
+    size: tuple[int, int]  # (width, height) of the video
+    job: MotionJob
 
 
 def run_animate(
     reference_image: str | os.PathLike,
-    driving_video: str | os.PathLike,
+    driving_video: VideoSource,
     out_path: str | os.PathLike,
     *,
     models: AnimationModels,
     landmarker_model: str | os.PathLike,
     options=None,
-    width: int = 512,
-    height: int = 512,
-    max_frames: int | None = None,
-    tracking: bool = True,
+    paste: bool | None = None,
+    feather: float = 0.1,
+    colour_match: bool = False,
     official_round_trip: bool = False,
     decode_chunk: int = 8,
+    frames_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
-    **align_options,
+    job: MotionJob | None = None,
+    **job_options,
 ) -> AnimationResult:
     """Portrait + driving video → an MP4 of the portrait following the video, with the driving video's frame count
     (or its first ``max_frames``), frame rate and audio.
 
-    Landmarks (driving frame 0 kept, so one output frame per driving frame) → ``encode_reference`` → ``sample`` →
-    ``decode`` → ``write_video``: the same library calls the ComfyUI nodes make. ``options``:
-    ``sampling.animate.SamplingOptions``. ``align_options``: see ``landmarks.align.align``.
+    ``portrait_motion`` (driving frame 0 kept: one output frame per driving frame; or a given ``job``) →
+    ``encode_reference`` → ``sample`` → ``decode`` → ``paste_back`` into the photo (``paste``; default: with the
+    ``crop`` framing) → ``write_video`` (and PNGs in ``frames_dir``): the same library calls the ComfyUI nodes make.
+    ``options``: ``sampling.animate.SamplingOptions``. ``job_options``: see ``portrait_motion``.
     """
     from .sampling import animate
 
     options = options or animate.SamplingOptions()
     animate.check_options(options)
     report = progress or (lambda phase, done, total: None)
-    info: VideoInfo = probe_video(driving_video)
-    portrait = read_image(reference_image)
-    reference_landmarks = portrait_landmarks(portrait, landmarker_model, width, height)
-    frames_total = min(n for n in (info.num_frames, max_frames, 2**31) if n)  # for progress only
-    driving = extract_landmarks(iter_video_frames(driving_video, max_frames), landmarker_model, video=tracking,
-                                fps=info.fps, on_frame=lambda i: report("landmarks", i + 1, frames_total))
-    motion = retarget(reference_landmarks, driving, keep_first_frame=True, **align_options)
-    drawings = draw.Drawings(motion)  # drawn one window at a time
-
+    job = job or portrait_motion(reference_image, driving_video, landmarker_model, progress=progress,
+                                 keep_first_frame=True, **job_options)
+    prepared = job.prepared
+    width, height = prepared.crop.size
     reference = animate.encode_reference(
-        models.networks, portrait, vae_encode=vae_encoder(models.vae), clip_encode=clip_encoder(models.clip),
+        models.networks, prepared.image, vae_encode=vae_encoder(models.vae), clip_encode=clip_encoder(models.clip),
         width=width, height=height, official_round_trip=official_round_trip, clip_size=clip_image_size(models.clip))
-    latents = animate.sample(models.networks, reference, drawings, options,
+    latents = animate.sample(models.networks, reference, draw.Drawings(job.motion), options,
                              callback=lambda i: report("sampling", i["done"], i["total"]) if "x" not in i else None)
     frames = animate.decode(vae_decoder(models.vae), latents, chunk=decode_chunk,
                             callback=lambda i: report("decoding", i["done"], i["total"]))
-    rate = info.rate or Fraction(info.fps).limit_denominator(1_000_000)
-    count = write_video(out_path, frames, rate, audio_from=driving_video if info.has_audio else None)
+    if prepared.crop.framing == "crop" if paste is None else paste:
+        frames = paste_back(frames, job.portrait, prepared.crop, feather=feather, colour_match=colour_match)
+    if frames_dir is not None:
+        frames = _saved(frames, Path(frames_dir))
+    count = write_video(out_path, frames, job.rate, audio_from=_audio_source(job))
     report("decoding", count, count)
-    logger.info("%d frames at %s fps written to %s", count, rate, out_path)
-    return AnimationResult(Path(out_path), count, rate, info.has_audio, motion)
+    size = _video_size(out_path)
+    logger.info("%d frames of %d×%d at %s fps written to %s", count, *size, job.rate, out_path)
+    return AnimationResult(Path(out_path), count, job.rate, job.info.has_audio, size, job)
+
+
+def _saved(frames: Iterable[np.ndarray], folder: Path) -> Iterable[np.ndarray]:
+    """``frames`` (frames or chunks) passed through, each also written as ``frame_NNNNN.png`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = 0
+    for item in frames:
+        for frame in item if item.ndim == 4 else item[None]:
+            _write_png(folder / f"frame_{index:05d}.png", frame)
+            index += 1
+        yield item
+
+
+def _video_size(path) -> tuple[int, int]:
+    info = probe_video(path)
+    return info.width, info.height

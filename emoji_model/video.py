@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import logging
 import os
@@ -33,7 +34,7 @@ class VideoInfo:
     rate: Fraction | None = None  # the exact frame rate (``fps`` is its float)
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+def probe_video(path: VideoSource) -> VideoInfo:
     """Size, frame rate, frame count and audio presence of a video file."""
     with _open(path) as container:
         stream = _video_stream(container, path)
@@ -48,7 +49,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         )
 
 
-def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray | None]:
+def iter_video_frames(path: VideoSource, max_frames: int | None = None) -> Iterator[np.ndarray | None]:
     """Yield each frame of the first video stream as (H, W, 3) RGB uint8, decoding lazily.
 
     A packet the decoder refuses is skipped and counted, and the frames it held are yielded as ``None`` where the
@@ -90,12 +91,33 @@ def iter_video_frames(path: str | os.PathLike, max_frames: int | None = None) ->
                 count += 1
                 yield None
         if count == sum(b - a + 1 for a, b in lost):  # nothing decoded
-            raise InputImageError(f"{path}: no frame of its video could be decoded "
+            raise InputImageError(f"{_name(path)}: no frame of its video could be decoded "
                                   f"({skipped} damaged packet{'s' * (skipped != 1)}); is it a video file?")
         if skipped or lost:
             ranges = ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in lost) or "none of them lost"
             logger.warning("%s: %d damaged packet(s) skipped; frames %s could not be decoded and are filled from "
-                           "their neighbours", path, skipped, ranges)
+                           "their neighbours", _name(path), skipped, ranges)
+
+
+def read_audio(path: VideoSource) -> tuple[np.ndarray, int] | None:
+    """The first audio stream as (channels, samples) float32 and its sample rate, or None without one."""
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout.name,
+                                      rate=stream.codec_context.sample_rate)
+        chunks = []
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                continue  # a damaged audio packet: a short gap
+            chunks += [out.to_ndarray() for frame in frames for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray() for out in resampler.resample(None)]
+    if not chunks:
+        return None
+    return np.concatenate(chunks, axis=1).astype(np.float32), int(stream.codec_context.sample_rate)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -109,18 +131,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputImageError(f"Cannot read image {path}: {exc}") from None
 
 
-def _open(path: str | os.PathLike):
-    if not Path(path).is_file():
+VideoSource = str | os.PathLike | io.IOBase  # a path, or an open binary file (ComfyUI's VIDEO may hold a BytesIO)
+
+
+def _open(path: VideoSource):
+    if isinstance(path, io.IOBase):
+        path.seek(0)
+    elif not Path(path).is_file():
         raise InputImageError(f"Video file not found: {path}")
     try:
-        return av.open(str(path))
+        return av.open(path if isinstance(path, io.IOBase) else str(path))
     except (av.error.FFmpegError, OSError) as exc:
-        raise InputImageError(f"Cannot read video {path}: {exc}") from None
+        raise InputImageError(f"Cannot read video {_name(path)}: {exc}") from None
+
+
+def _name(path: VideoSource) -> str:
+    return "the video" if isinstance(path, io.IOBase) else str(path)
 
 
 def _video_stream(container, path):
     if not container.streams.video:
-        raise InputImageError(f"{path} has no video stream")
+        raise InputImageError(f"{_name(path)} has no video stream")
     return container.streams.video[0]
 
 

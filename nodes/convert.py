@@ -18,3 +18,11 @@ def to_latent(latents: torch.Tensor) -> dict:
     raw VAE latents in LATENT (``VAEDecode`` calls ``vae.decode`` on them unscaled; models scale in their
     ``latent_format.process_in``), so divide by the factor. One LATENT batch entry per frame."""
     return {"samples": latents.float().cpu() / SCALING_FACTOR}
+
+
+def to_audio(audio: tuple[np.ndarray, int] | None) -> dict | None:
+    """The library's (channels, samples) float32 and sample rate → core AUDIO ``{'waveform' (1, C, T), 'sample_rate'}``."""
+    if audio is None:
+        return None
+    waveform, rate = audio
+    return {"waveform": torch.from_numpy(waveform).unsqueeze(0), "sample_rate": rate}

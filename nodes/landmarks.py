@@ -3,33 +3,40 @@
 from __future__ import annotations
 
 from ..emoji_model import pipeline
+from ..emoji_model.errors import InputImageError
 from ..emoji_model.landmarks.align import POSE_MODES
+from ..emoji_model.landmarks.faces import FACE_ORDERS
 from ..emoji_model.model_files import FACE_LANDMARKER
-from .convert import to_image_batch
+from ..emoji_model.video import read_audio
+from .convert import to_audio, to_image_batch
 from .model_paths import check_landmarker, landmarker_choices, landmarker_path
-from .progress import frame_callback
+from .progress import frame_callback, progress_callback
 
 CATEGORY = "FollowYourEmoji/landmarks"
+PREVIEW_FRAMES, PREVIEW_SIDE = 16, 512  # a video's preview: this many frames, at most this big
 
 
 class FYE_ExtractLandmarks:
-    """MediaPipe face landmarks (478 points, blendshapes, head pose, metric mesh) for every frame of a batch."""
+    """MediaPipe face landmarks (478 points, blendshapes, head pose, metric mesh) for every frame of a driving video
+    (read one frame at a time from a VIDEO) or of an IMAGE batch."""
 
     DESCRIPTION = __doc__
     CATEGORY = CATEGORY
     FUNCTION = "extract"
-    RETURN_TYPES = ("FYE_LANDMARKS", "IMAGE")
-    RETURN_NAMES = ("landmarks", "preview")
+    RETURN_TYPES = ("FYE_LANDMARKS", "IMAGE", "FLOAT", "AUDIO")
+    RETURN_NAMES = ("landmarks", "preview", "fps", "audio")
     OUTPUT_TOOLTIPS = (
         "Per-frame face landmarks; frames without a face are marked and filled in later by the align node.",
-        "The detected landmarks drawn in the Follow-Your-Emoji style (black where no face was found).",
+        f"The detected landmarks drawn (black where no face was found); for a video, {PREVIEW_FRAMES} frames "
+        "spread over it.",
+        "The video's frame rate (30 for an IMAGE batch), for Create Video.",
+        "The video's sound (none for an IMAGE batch), for Create Video.",
     )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "A portrait (1 image) or the frames of a driving video."}),
                 "model": (landmarker_choices(), {
                     "default": FACE_LANDMARKER.name,
                     "tooltip": f"MediaPipe face landmarker bundle in models/mediapipe ({FACE_LANDMARKER.name}).",
@@ -44,19 +51,42 @@ class FYE_ExtractLandmarks:
                     "tooltip": f"Download {FACE_LANDMARKER.name} (3.7 MB, checksum verified) into "
                                "models/mediapipe if it is not there.",
                 }),
-            }
+            },
+            "optional": {
+                "face_index": ("INT", {
+                    "default": 0, "min": 0, "max": 7,
+                    "tooltip": "With several faces in the video: which one to follow (0 = the first in face_order, "
+                               "on the first frame that shows it; then followed by its position).",
+                }),
+                "face_order": (list(FACE_ORDERS), {
+                    "default": "largest", "tooltip": "How faces are counted for face_index.",
+                }),
+                "video": ("VIDEO", {"tooltip": "A driving video from Load Video: its frames are read one at a "
+                                               "time, so any length fits in memory."}),
+                "images": ("IMAGE", {"tooltip": "Or the frames of a driving video as an IMAGE batch."}),
+            },
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, model, download_if_missing):
         return check_landmarker(model, download_if_missing) or True
 
-    def extract(self, images, model, tracking, download_if_missing):
-        path = landmarker_path(model, download_if_missing)
-        landmarks = pipeline.extract_landmarks(
-            images, path, video=tracking and len(images) > 1, on_frame=frame_callback(len(images))
-        )
-        return landmarks, to_image_batch(pipeline.draw_landmarks(landmarks))
+    def extract(self, model, tracking, download_if_missing, face_index=0, face_order="largest", video=None,
+                images=None):
+        if (video is None) == (images is None):
+            raise InputImageError("Connect either a video (Load Video) or images to Face Landmarks.")
+        path, faces = landmarker_path(model, download_if_missing), {"face_index": face_index, "face_order": face_order}
+        if video is not None:
+            source = video.get_stream_source()
+            landmarks, info = pipeline.video_landmarks(source, path, tracking=tracking, on_frame=progress_callback(),
+                                                       **faces)
+            fps, audio = info.fps, to_audio(read_audio(source))
+        else:
+            landmarks = pipeline.extract_landmarks(images, path, video=tracking and len(images) > 1,
+                                                   on_frame=frame_callback(len(images)), **faces)
+            fps, audio = 30.0, None
+        preview = pipeline.draw_landmarks(landmarks, max_frames=PREVIEW_FRAMES, max_side=PREVIEW_SIDE)
+        return landmarks, to_image_batch(preview), fps, audio
 
 
 class FYE_AlignLandmarks:
@@ -123,6 +153,6 @@ NODE_CLASS_MAPPINGS = {
     "FYE_AlignLandmarks": FYE_AlignLandmarks,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "FYE_ExtractLandmarks": "Extract Face Landmarks (Follow-Your-Emoji)",
-    "FYE_AlignLandmarks": "Align Landmarks to Portrait (Follow-Your-Emoji)",
+    "FYE_ExtractLandmarks": "Follow-Your-Emoji Face Landmarks",
+    "FYE_AlignLandmarks": "Follow-Your-Emoji Align Landmarks",
 }

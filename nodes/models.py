@@ -178,4 +178,4 @@ def _clip_width(clip_vision) -> int | None:
 
 
 NODE_CLASS_MAPPINGS = {"FYE_LoadModel": FYE_LoadModel}
-NODE_DISPLAY_NAME_MAPPINGS = {"FYE_LoadModel": "Load Follow-Your-Emoji Model"}
+NODE_DISPLAY_NAME_MAPPINGS = {"FYE_LoadModel": "Follow-Your-Emoji Model Loader"}

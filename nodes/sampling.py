@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..emoji_model.errors import InputImageError
 from ..emoji_model.landmarks.draw import Drawings
-from ..emoji_model.reference import VAE_SCALE_FACTOR, to_uint8
+from ..emoji_model.reference import VAE_SCALE_FACTOR
 from ..emoji_model.sampling import animate
 from ..emoji_model.sampling.context import MAX_WINDOW, WEIGHTS
 from .convert import to_latent
@@ -19,7 +19,6 @@ from .progress import sampling_callback
 
 CATEGORY = "FollowYourEmoji/animation"
 DEFAULTS = animate.SamplingOptions()
-MIN_SIZE, MAX_SIZE = 64, 2048
 
 
 class FYE_EncodeReference:
@@ -34,56 +33,29 @@ class FYE_EncodeReference:
 
     @classmethod
     def INPUT_TYPES(cls):
-        size = {"default": 512, "min": MIN_SIZE, "max": MAX_SIZE, "step": VAE_SCALE_FACTOR}
         return {
             "required": {
-                "image": (
-                    "IMAGE",
-                    {
-                        "tooltip": "The portrait to animate (the first image of a batch is used). It is "
-                        "fitted into width×height keeping its aspect, padded with black."
-                    },
-                ),
+                "image": ("IMAGE", {
+                    "tooltip": "The portrait as the model sees it: Crop Portrait's portrait (the first image of a "
+                               "batch). Its size is the video's; each side a multiple of 8.",
+                }),
                 "vae": ("VAE", {"tooltip": "The SD 1.x VAE (sd-vae-ft-mse) from Load VAE."}),
-                "clip_vision": (
-                    "CLIP_VISION",
-                    {
-                        "tooltip": "The CLIP ViT-L/14 image encoder "
-                        "(sd-image-variations-diffusers/image_encoder) from "
-                        "Load CLIP Vision."
-                    },
-                ),
-                "model": (
-                    "FYE_MODEL",
-                    {"tooltip": "The Follow-Your-Emoji networks from Load Follow-Your-Emoji Model."},
-                ),
-                "width": (
-                    "INT",
-                    {
-                        **size,
-                        "tooltip": "Video width in pixels, a multiple of 8 (official: 512). Must "
-                        "equal the width the landmarks were drawn at (the portrait's).",
-                    },
-                ),
-                "height": (
-                    "INT",
-                    {
-                        **size,
-                        "tooltip": "Video height in pixels, a multiple of 8 (official: 512). Must "
-                        "equal the height the landmarks were drawn at (the portrait's).",
-                    },
-                ),
+                "clip_vision": ("CLIP_VISION", {
+                    "tooltip": "The CLIP ViT-L/14 image encoder (sd-image-variations-diffusers/image_encoder) from "
+                               "Load CLIP Vision.",
+                }),
+                "model": ("FYE_MODEL", {"tooltip": "The Follow-Your-Emoji networks from its model loader."}),
             }
         }
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, width, height):
-        return check_size(width, "width") or check_size(height, "height") or True
-
-    def encode(self, image, vae, clip_vision, model, width, height):
+    def encode(self, image, vae, clip_vision, model):
+        height, width = image.shape[1:3]
+        if width % VAE_SCALE_FACTOR or height % VAE_SCALE_FACTOR:
+            raise InputImageError(
+                f"The portrait is {width}×{height}; the model needs each side a multiple of {VAE_SCALE_FACTOR}. "
+                "Connect Crop Portrait's portrait output (framing crop or fit gives its size × size).")
         latent, clip_states = animate.encode_portrait(
-            to_uint8(image[0]), vae_encode=vae_encoder(vae), clip_encode=clip_encoder(clip_vision), width=width,
-            height=height,
+            image[0], vae_encode=vae_encoder(vae), clip_encode=clip_encoder(clip_vision), width=width, height=height,
         )  # first: loading the VAE and the CLIP may offload the networks
         return (animate.reference_features(networks(model), latent, clip_states),)
 
@@ -103,11 +75,11 @@ class FYE_Sample:
         return {
             "required": {
                 "model": ("FYE_MODEL", {"tooltip": "The Follow-Your-Emoji networks."}),
-                "reference": ("FYE_REFERENCE", {"tooltip": "The portrait, from Encode Reference Portrait."}),
+                "reference": ("FYE_REFERENCE", {"tooltip": "The portrait, from Encode Portrait."}),
                 "motion": (
                     "FYE_MOTION",
                     {
-                        "tooltip": "The retargeted landmarks from Align Landmarks to Portrait: one "
+                        "tooltip": "The retargeted landmarks from Align Landmarks: one "
                         "output frame per motion frame, drawn at the portrait's size."
                     },
                 ),
@@ -220,13 +192,6 @@ class FYE_Sample:
         return (to_latent(latents),)
 
 
-def check_size(value, name: str) -> str | None:
-    """A validation message unless ``value`` is a multiple of 8 within the widget's range (None: linked input)."""
-    if value is None or (MIN_SIZE <= value <= MAX_SIZE and value % VAE_SCALE_FACTOR == 0):
-        return None
-    return f"{name} must be a multiple of {VAE_SCALE_FACTOR} from {MIN_SIZE} to {MAX_SIZE}, got {value}"
-
-
 def check_windows(windows, window_length, overlap) -> str | None:
     """The library's message for window settings it refuses in the chosen mode (a length over the motion module's
     limit, an overlap not below the length where overlap applies); None when fine, or when linked from another node
@@ -246,10 +211,9 @@ def check_same_size(reference: animate.Reference, motion) -> None:
     if (motion.width, motion.height) == (reference.width, reference.height):
         return
     raise InputImageError(
-        f"The motion is drawn at {motion.width}×{motion.height} (the size of the portrait its landmarks came from) "
-        f"but the reference was encoded at {reference.width}×{reference.height}. Set Encode Reference Portrait's "
-        f"width and height to {motion.width}×{motion.height}, or resize the portrait (e.g. Upscale Image) to "
-        f"{reference.width}×{reference.height} before Extract Face Landmarks, so that both use the same image."
+        f"The motion is drawn at {motion.width}×{motion.height} (the portrait its landmarks came from) but the "
+        f"reference was encoded at {reference.width}×{reference.height}. Give Encode Portrait and Align Landmarks "
+        "the same portrait: Crop Portrait's portrait and landmarks outputs."
     )
 
 
@@ -258,6 +222,6 @@ NODE_CLASS_MAPPINGS = {
     "FYE_Sample": FYE_Sample,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "FYE_EncodeReference": "Encode Reference Portrait (Follow-Your-Emoji)",
-    "FYE_Sample": "Sample Animation (Follow-Your-Emoji)",
+    "FYE_EncodeReference": "Follow-Your-Emoji Encode Portrait",
+    "FYE_Sample": "Follow-Your-Emoji Sampler",
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 from media import astronaut_path, carphone_path, write_video
 
 from emoji_model.__main__ import main
@@ -82,15 +83,51 @@ def test_pack_config_errors(tmp_path):
 
 
 def test_animate_keeps_frame_count_rate_and_audio(weights, driving, landmarker_model, tmp_path, capsys):
-    out = tmp_path / "anim.mp4"
-    assert animate(weights, driving, out, landmarker_model) == 0
+    """The default framing crops the astronaut's face to 64², animates it and pastes it back: the video has the
+    photo's 512² and, outside the paste-back mask, exactly the photo's pixels in every frame (lossless PNGs)."""
+    out, frames_dir = tmp_path / "anim.mp4", tmp_path / "frames"
+    assert animate(weights, driving, out, landmarker_model, "--save-frames", str(frames_dir)) == 0
     info = probe_video(out)
-    assert (info.num_frames, info.rate, info.width, info.height, info.has_audio) == (6, Fraction(30000, 1001), 64,
-                                                                                     64, True)
+    assert (info.num_frames, info.rate, info.width, info.height, info.has_audio) == (6, Fraction(30000, 1001), 512,
+                                                                                     512, True)
     assert 6 / info.rate <= audio_seconds(out) <= 6 / info.rate + 0.05
+    assert "6 frames of 512×512 at 29.970 fps (with the driving video's audio)" in capsys.readouterr().out
+    portrait = np.asarray(Image.open(astronaut_path()).convert("RGB"))
+    pasted = [np.asarray(Image.open(path)) for path in sorted(frames_dir.glob("frame_*.png"))]
+    assert len(pasted) == 6
+    changed = np.any(np.stack(pasted) != portrait, axis=-1).any(axis=0)  # (512, 512): pixels any frame changed
+    ys, xs = np.nonzero(changed)
+    assert 100 < xs.min() < xs.max() < 340 and 0 <= ys.min() < ys.max() < 220  # only around the face
+    assert changed.mean() < 0.15 and np.stack(pasted).std(axis=0).max() > 1  # it moves
+
+
+def test_fit_without_paste_back_is_the_model_size(weights, driving, landmarker_model, tmp_path):
+    out = tmp_path / "fit.mp4"
+    assert animate(weights, driving, out, landmarker_model, "--framing", "fit", "--frames", "3") == 0
+    info = probe_video(out)
+    assert (info.num_frames, info.width, info.height) == (3, 64, 64)
     frames = np.stack(list(iter_video_frames(out)))
-    assert frames.shape == (6, 64, 64, 3) and frames.std() > 1  # not a blank video
-    assert "6 frames at 29.970 fps (with the driving video's audio)" in capsys.readouterr().out
+    assert frames.std() > 1  # not a blank video
+
+
+def test_a_large_off_centre_portrait_animates_at_its_own_size(weights, driving, landmarker_model, tmp_path):
+    """1600×1000, the astronaut's face at the right: output at 1600×1000, the photo kept outside the mask."""
+    canvas = np.full((1000, 1600, 3), (30, 60, 90), dtype=np.uint8)
+    canvas[100:900, 780:1580] = np.asarray(Image.open(astronaut_path()).convert("RGB").resize((800, 800)))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(canvas).save(photo)
+    out, frames_dir = tmp_path / "big.mp4", tmp_path / "frames"
+    assert main(["animate", "--reference", str(photo), "--driving", str(driving), "--weights", str(weights),
+                 "--out", str(out), "--model", str(landmarker_model), "--size", "64", "--steps", "1", "--frames", "2",
+                 "--save-frames", str(frames_dir), "--feather", "0.2"]) == 0
+    info = probe_video(out)
+    assert (info.width, info.height, info.num_frames) == (1600, 1000, 2)
+    for path in sorted(frames_dir.glob("frame_*.png")):
+        frame = np.asarray(Image.open(path))
+        changed = np.any(frame != canvas, axis=-1)
+        ys, xs = np.nonzero(changed)
+        assert xs.min() > 950 and ys.max() < 500  # only the face's crop, in the photo's top right
+        assert changed[:, :950].sum() == 0 and changed[500:].sum() == 0
 
 
 @pytest.mark.parametrize("windows", ["official", "progressive"])
@@ -110,6 +147,8 @@ def test_bad_options_are_one_line_errors(weights, driving, landmarker_model, tmp
     assert "cfg must be a finite number ≥ 1" in capsys.readouterr().err
     assert animate(weights, driving, tmp_path / "x.mp4", landmarker_model, "--size", "60") == 2
     assert "multiple of 8" in capsys.readouterr().err
+    assert animate(weights, driving, tmp_path / "x.mp4", landmarker_model, "--face-index", "3") == 2
+    assert "face_index 3" in capsys.readouterr().err
 
 
 def test_missing_weights_name_the_files_the_folder_and_the_sources(tmp_path, driving, landmarker_model, capsys):
@@ -122,6 +161,13 @@ def test_missing_weights_name_the_files_the_folder_and_the_sources(tmp_path, dri
                    "stabilityai/sd-vae-ft-mse", "guoyww/animatediff", "mm_sd_v15_v2.ckpt",
                    "Kijai/FollowYourEmoji-safetensors", "--download"):
         assert source in err, source
+    # what could be made without weights is there: the framing and the motion, with the driving timing and sound
+    still, motion = tmp_path / "x_framing.png", tmp_path / "x_motion.mp4"
+    assert str(still) in err and str(motion) in err
+    assert Image.open(still).size == (512, 512)
+    info = probe_video(motion)
+    assert (info.num_frames, info.rate, info.width, info.height, info.has_audio) == (6, Fraction(30000, 1001), 64,
+                                                                                     64, True)
 
 
 def test_a_folder_without_clip_and_vae_says_so(weights, tmp_path, driving, landmarker_model, capsys):

@@ -54,8 +54,8 @@ def test_drop_first_frame_matches_the_official_count(tmp_path, short_clip, landm
             "--no-tracking",
         ]
     )
-    assert sorted(p.name for p in out.glob("*.png"))[0] == "aligned_0001.png"
-    assert len(list(out.glob("*.png"))) == 7
+    assert sorted(p.name for p in out.glob("aligned_*.png"))[0] == "aligned_0001.png"
+    assert len(list(out.glob("aligned_*.png"))) == 7
 
 
 def test_user_errors_are_one_line_not_a_traceback(tmp_path, short_clip, capsys):
@@ -91,7 +91,7 @@ def test_default_inputs_run_as_a_module(tmp_path, landmarker_model):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list((tmp_path / "output" / "landmarks").glob("aligned_*.png"))) == 120
-    assert "120 drawings and landmarks.npz written" in done.stdout
+    assert "120 drawings, framing.png and landmarks.npz written" in done.stdout
 
 
 def test_main_job_without_weights_explains_where_they_go(tmp_path, monkeypatch, landmarker_model, capsys):

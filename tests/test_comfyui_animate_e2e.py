@@ -30,7 +30,7 @@ SIZE = 128  # the shipped workflow's portrait and video size: 16×16 latents
 SMALL = 64  # the 100-frame runs: 8×8 latents
 
 LOAD_MODEL_INPUTS = {"required": ["model", "dtype"], "optional": ["base_unet", "motion_module"]}
-ENCODE_INPUTS = ["image", "vae", "clip_vision", "model", "width", "height"]
+ENCODE_INPUTS = ["image", "vae", "clip_vision", "model"]
 SAMPLE_INPUTS = [
     "model",
     "reference",
@@ -82,12 +82,14 @@ def animation_graph(
     portrait: str,
     driving: str,
     *,
-    width: int = SIZE,
-    height: int = SIZE,
+    size: int = SIZE,
+    encode_size: int | None = None,
+    framing: str = "fit",
     model: str | None = None,
     **sample,
 ) -> dict:
-    """Portrait + driving video → landmarks → motion; loaders → reference → sampler → VAE Decode → preview #13."""
+    """Portrait → Crop Portrait (``framing`` at ``size``) → landmarks → motion; Load Video → driving landmarks;
+    loaders → Encode Portrait (of a second crop at ``encode_size`` if given) → sampler → VAE Decode → preview #13."""
     options = {
         "steps": 2,
         "cfg": 3.5,
@@ -100,16 +102,20 @@ def animation_graph(
         "keyframe_stride": 4,
         **sample,
     }
-    extract = {"model": LANDMARKER, "download_if_missing": False}
-    return {
+    detector = {"model": LANDMARKER, "download_if_missing": False}
+
+    def crop(crop_size: int) -> dict:
+        return api_node("FYE_CropPortrait", image=["1", 0], framing=framing, size=crop_size, face_index=0,
+                        face_order="largest", crop_scale=1.0, crop_offset_y=0.0, **detector)
+
+    graph = {
         "1": api_node("LoadImage", image=portrait),
         "2": api_node("LoadVideo", file=driving),
-        "3": api_node("GetVideoComponents", video=["2", 0]),
-        "4": api_node("FYE_ExtractLandmarks", images=["1", 0], tracking=False, **extract),
-        "5": api_node("FYE_ExtractLandmarks", images=["3", 0], tracking=True, **extract),
+        "3": crop(size),
+        "5": api_node("FYE_ExtractLandmarks", video=["2", 0], tracking=True, **detector),
         "6": api_node(
             "FYE_AlignLandmarks",
-            reference=["4", 0],
+            reference=["3", 2],
             driving=["5", 0],
             pose_mode="relative",
             neutral_frame=-1,
@@ -124,17 +130,18 @@ def animation_graph(
         "9": api_node("CLIPVisionLoader", clip_name=models.clip_vision),
         "10": api_node(
             "FYE_EncodeReference",
-            image=["1", 0],
+            image=["4" if encode_size else "3", 0],
             vae=["8", 0],
             clip_vision=["9", 0],
             model=["7", 0],
-            width=width,
-            height=height,
         ),
         "11": api_node("FYE_Sample", model=["7", 0], reference=["10", 0], motion=["6", 0], **options),
         "12": api_node("VAEDecode", samples=["11", 0], vae=["8", 0]),
         "13": api_node("PreviewImage", images=["12", 0]),
     }
+    if encode_size:
+        graph["4"] = crop(encode_size)
+    return graph
 
 
 def node_ids(prompt: dict, class_type: str) -> list[str]:
@@ -159,7 +166,7 @@ def timed_run(server: ComfyUIServer, prompt: dict, timeout: float = 900, **kwarg
 
 def test_object_info_describes_the_animation_nodes(comfyui_server):
     info = comfyui_server.object_info()
-    for node_type in ("FYE_LoadModel", "FYE_EncodeReference", "FYE_Sample"):
+    for node_type in ("FYE_LoadModel", "FYE_EncodeReference", "FYE_Sample", "FYE_CropPortrait", "FYE_PasteBack"):
         assert node_type in info, f"{node_type} not served"
         node = info[node_type]
         assert node["category"].startswith("FollowYourEmoji/")
@@ -181,7 +188,6 @@ def test_object_info_describes_the_animation_nodes(comfyui_server):
         "CLIP_VISION",
         "FYE_MODEL",
     ]
-    assert encode["input"]["required"]["width"][1]["default"] == 512
     assert list(zip(encode["output_name"], encode["output"])) == [("reference", "FYE_REFERENCE")]
 
     sample = info["FYE_Sample"]
@@ -219,7 +225,7 @@ def test_shipped_workflow_animates_the_portrait_with_the_driving_timing_and_soun
     set_widgets(prompt, "FYE_LoadModel", model=animation_models.model)
     set_widgets(prompt, "VAELoader", vae_name=animation_models.vae)
     set_widgets(prompt, "CLIPVisionLoader", clip_name=animation_models.clip_vision)
-    set_widgets(prompt, "FYE_EncodeReference", width=SIZE, height=SIZE)
+    set_widgets(prompt, "FYE_CropPortrait", size=SIZE)  # crop as shipped, at 128²: pasted back into the portrait
     set_widgets(prompt, "FYE_Sample", steps=4)  # the workflow's other settings as shipped
 
     result, seconds = timed_run(comfyui_server, prompt, workflow=workflow)
@@ -233,6 +239,7 @@ def test_shipped_workflow_animates_the_portrait_with_the_driving_timing_and_soun
     (item,) = result.files(save_id)
     path = comfyui_server.output_path(item)
     assert path.parent == comfyui_server.output_dir / "FollowYourEmoji" and path.name.startswith("animation")
+    # the portrait (SIZE²) with its face animated: the video has the portrait's size
     with av.open(str(path)) as video:
         stream = video.streams.video[0]
         assert (stream.codec_context.width, stream.codec_context.height) == (SIZE, SIZE)
@@ -249,7 +256,7 @@ def test_shipped_workflow_animates_the_portrait_with_the_driving_timing_and_soun
 @pytest.mark.parametrize("windows", ["overlap", "progressive"])
 def test_a_100_frame_video_is_sampled_in_windows(comfyui_server, animation_models, inputs, windows):
     prompt = animation_graph(
-        animation_models, inputs.small_portrait, inputs.long, width=SMALL, height=SMALL, windows=windows, steps=2
+        animation_models, inputs.small_portrait, inputs.long, size=SMALL, windows=windows, steps=2
     )
 
     result, seconds = timed_run(comfyui_server, prompt)
@@ -283,7 +290,7 @@ def test_window_longer_than_the_motion_module_is_refused_before_running(comfyui_
 
 def test_windows_are_validated_in_the_chosen_mode(comfyui_server, animation_models, inputs):
     """overlap ≥ window_length is refused where overlap applies, and accepted (ignored) with official windows."""
-    settings = dict(width=SMALL, height=SMALL, window_length=4, overlap=4, steps=1)
+    settings = dict(size=SMALL, window_length=4, overlap=4, steps=1)
     status, body = comfyui_server.queue(
         animation_graph(animation_models, inputs.small_portrait, inputs.short, windows="overlap", **settings)
     )
@@ -327,16 +334,16 @@ def test_missing_or_incomplete_model_folder_is_refused_before_running(comfyui_se
 
 def test_reference_size_other_than_the_motion_fails_with_a_clear_message(comfyui_server, animation_models, inputs):
     result = comfyui_server.run(
-        animation_graph(animation_models, inputs.portrait, inputs.short, width=SMALL, height=SMALL), timeout=600
+        animation_graph(animation_models, inputs.portrait, inputs.short, encode_size=SMALL), timeout=600
     )
     assert result.status == "error" and result.error is not None, result.describe()
     assert result.error["node_type"] == "FYE_Sample", result.describe()
     message = result.error["exception_message"]
-    assert f"{SIZE}×{SIZE}" in message and f"{SMALL}×{SMALL}" in message and "width and height" in message, message
+    assert f"{SIZE}×{SIZE}" in message and f"{SMALL}×{SMALL}" in message and "Crop Portrait" in message, message
 
 
 def test_cancel_stops_sampling_and_the_next_prompt_runs(comfyui_server, animation_models, inputs):
-    small = {"width": SMALL, "height": SMALL}  # the 100-frame tests' graph: everything upstream of the sampler cached
+    small = {"size": SMALL}  # the 100-frame tests' graph: everything upstream of the sampler cached
     status, body = comfyui_server.queue(
         animation_graph(animation_models, inputs.small_portrait, inputs.long, steps=200, seed=1, **small)
     )

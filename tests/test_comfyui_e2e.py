@@ -30,12 +30,13 @@ RUNNABLE_WORKFLOWS = [LANDMARKS_WORKFLOW]
 MODEL = "face_landmarker_v2_with_blendshapes.task"
 PUPIL_PIXELS = 2 * 6 * 6  # the official drawing: a 6×6 pure red square on each pupil
 
-EXTRACT_INPUTS = [  # (name, type, default) in input_order
-    ("images", "IMAGE", None),
+EXTRACT_INPUTS = [  # (name, type, default) in input_order: required, then optional
     ("model", "COMBO", MODEL),
     ("tracking", "BOOLEAN", True),
     ("download_if_missing", "BOOLEAN", False),
 ]
+EXTRACT_OPTIONAL = [("face_index", "INT", 0), ("face_order", "COMBO", "largest"), ("video", "VIDEO", None),
+                    ("images", "IMAGE", None)]
 ALIGN_INPUTS = [
     ("reference", "FYE_LANDMARKS", None),
     ("driving", "FYE_LANDMARKS", None),
@@ -243,22 +244,23 @@ def red_pixels(image: np.ndarray) -> int:
 
 def test_object_info_describes_the_landmark_nodes(comfyui_server):
     info = comfyui_server.object_info()
-    for node_type, expected_inputs, outputs in [
-        ("FYE_ExtractLandmarks", EXTRACT_INPUTS, [("landmarks", "FYE_LANDMARKS"), ("preview", "IMAGE")]),
-        ("FYE_AlignLandmarks", ALIGN_INPUTS, [("motion", "FYE_MOTION"), ("images", "IMAGE")]),
+    for node_type, expected, optional, outputs in [
+        ("FYE_ExtractLandmarks", EXTRACT_INPUTS, EXTRACT_OPTIONAL,
+         [("landmarks", "FYE_LANDMARKS"), ("preview", "IMAGE"), ("fps", "FLOAT"), ("audio", "AUDIO")]),
+        ("FYE_AlignLandmarks", ALIGN_INPUTS, [], [("motion", "FYE_MOTION"), ("images", "IMAGE")]),
     ]:
         assert node_type in info, f"{node_type} not served; custom nodes: " + ", ".join(
             name for name, node in info.items() if node["python_module"].startswith("custom_nodes"))
         node = info[node_type]
-        assert node["input_order"]["required"] == [name for name, _, _ in expected_inputs]
-        assert not node["input"].get("optional"), "the contract has required inputs only"
-        required = node["input"]["required"]
-        for name, kind, default in expected_inputs:
-            spec = required[name]
-            options = spec[1] if len(spec) > 1 else {}
-            served_kind = "COMBO" if isinstance(spec[0], list) else spec[0]
-            assert (served_kind, options.get("default")) == (kind, default), f"{node_type}.{name}"
-            assert options.get("tooltip"), f"{node_type}.{name} has no tooltip"
+        assert node["input_order"]["required"] == [name for name, _, _ in expected]
+        assert node["input_order"].get("optional", []) == [name for name, _, _ in optional]
+        for group, inputs in (("required", expected), ("optional", optional)):
+            for name, kind, default in inputs:
+                spec = node["input"][group][name]
+                options = spec[1] if len(spec) > 1 else {}
+                served_kind = "COMBO" if isinstance(spec[0], list) else spec[0]
+                assert (served_kind, options.get("default")) == (kind, default), f"{node_type}.{name}"
+                assert options.get("tooltip"), f"{node_type}.{name} has no tooltip"
         assert list(zip(node["output_name"], node["output"])) == outputs
         assert node["category"].startswith("FollowYourEmoji")
     assert MODEL in info["FYE_ExtractLandmarks"]["input"]["required"]["model"][0]
@@ -306,26 +308,31 @@ def landmarks_run(run_workflow) -> tuple[dict, PromptResult]:
 
 
 def test_landmarks_workflow_draws_every_driving_frame_on_the_portrait(comfyui_server, inputs, landmarks_run):
+    """The portrait is cropped around its face (512²); one drawing per driving frame, the framing preview at the
+    photo's size."""
     prompt, result = landmarks_run
     (save_id,) = node_ids(prompt, "SaveImage")
     saved = [comfyui_server.output_path(item) for item in result.files(save_id)]
     assert len(saved) == inputs.driving_frames
     for path in saved:
-        assert path.parent == comfyui_server.output_dir / "FollowYourEmoji"
+        assert path.parent == comfyui_server.output_dir / "FollowYourEmoji" / "landmarks"
+        assert path.name.startswith("drawing_")
         with Image.open(path) as png:
-            assert png.size == inputs.portrait_size and png.mode == "RGB", path.name
+            assert png.size == (512, 512) and png.mode == "RGB", path.name
             drawing = np.asarray(png)
-        assert 0.0005 < lit_fraction(drawing) < 0.02, f"{path.name}: {lit_fraction(drawing):.2%} of pixels lit"
+        assert 0.0005 < lit_fraction(drawing) < 0.05, f"{path.name}: {lit_fraction(drawing):.2%} of pixels lit"
         # At least half: a line drawn later, or the image border, may cover part of a square.
         assert red_pixels(drawing) >= PUPIL_PIXELS // 2, f"{path.name}: pupils missing ({red_pixels(drawing)} red px)"
 
-    extractors = node_ids(prompt, "FYE_ExtractLandmarks")
-    (portrait_preview_id,) = [node_id for node_id in node_ids(prompt, "PreviewImage")
-                              if prompt[node_id]["inputs"]["images"][0] in extractors]
-    (preview,) = result.files(portrait_preview_id)
+    (crop_id,) = node_ids(prompt, "FYE_CropPortrait")
+    (framing_id,) = [node_id for node_id in node_ids(prompt, "PreviewImage")
+                     if prompt[node_id]["inputs"]["images"][0] == crop_id]
+    (preview,) = result.files(framing_id)
     with Image.open(comfyui_server.output_path(preview)) as png:
         assert png.size == inputs.portrait_size
-        assert lit_fraction(np.asarray(png.convert("RGB"))) > 0.0005, "no landmarks drawn on the portrait's preview"
+        framed = np.asarray(png.convert("RGB"))
+    with Image.open(comfyui_server.input_dir / inputs.portrait) as photo:
+        assert (np.any(framed != np.asarray(photo.convert("RGB")), axis=-1)).mean() > 0.005, "no crop box drawn"
 
 
 def test_landmarks_workflow_saves_a_video_with_the_driving_timing_and_sound(comfyui_server, inputs, landmarks_run):
@@ -333,13 +340,51 @@ def test_landmarks_workflow_saves_a_video_with_the_driving_timing_and_sound(comf
     (save_id,) = node_ids(prompt, "SaveVideo")
     (item,) = result.files(save_id)
     path = comfyui_server.output_path(item)
-    assert path.parent == comfyui_server.output_dir / "FollowYourEmoji" and path.suffix == ".mp4"
+    assert path.parent == comfyui_server.output_dir / "FollowYourEmoji" / "landmarks" and path.suffix == ".mp4"
+    assert path.name.startswith("motion_")
     with av.open(str(path)) as video:
         stream = video.streams.video[0]
-        assert (stream.codec_context.width, stream.codec_context.height) == inputs.portrait_size
+        assert (stream.codec_context.width, stream.codec_context.height) == (512, 512)
         assert stream.average_rate == inputs.driving_fps
         assert video.streams.audio, "the driving video's audio was not carried over"
         assert sum(1 for _ in video.decode(stream)) == inputs.driving_frames
+
+
+def test_a_video_input_is_read_frame_by_frame_with_its_fps_and_sound(comfyui_server, inputs):
+    """Extract Face Landmarks on core Load Video's VIDEO: every frame, the fps and audio for Create Video."""
+    result = comfyui_server.run({
+        "1": api_node("LoadVideo", file=inputs.driving),
+        "2": api_node("FYE_ExtractLandmarks", video=["1", 0], model=MODEL, tracking=True, download_if_missing=False),
+        "3": api_node("PreviewImage", images=["2", 1]),
+        "4": api_node("CreateVideo", images=["2", 1], fps=["2", 2], audio=["2", 3]),
+        "5": api_node("SaveVideo", video=["4", 0], filename_prefix="FollowYourEmoji/test/video_input", format="auto",
+                      codec="auto"),
+    }, timeout=60)
+    assert result.status == "success", result.describe()
+    assert len(result.files("3")) == inputs.driving_frames  # ≤ 16 frames: all of them
+    (item,) = result.files("5")
+    with av.open(str(comfyui_server.output_path(item))) as video:
+        assert video.streams.video[0].average_rate == inputs.driving_fps and video.streams.audio
+
+
+def test_a_video_without_a_video_stream_is_a_clear_error(comfyui_server, inputs):
+    silent = comfyui_server.input_dir / "fye_sound_only.m4a"
+    with av.open(str(silent), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        tone = (0.1 * np.sin(np.arange(44100) / 10)).astype(np.float32)[None]
+        for start in range(0, 44100, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, start:start + 1024]), format="fltp",
+                                               layout="mono")
+            frame.sample_rate = 44100
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    result = comfyui_server.run({
+        "1": api_node("LoadVideo", file=silent.name),
+        "2": api_node("FYE_ExtractLandmarks", video=["1", 0], model=MODEL, tracking=True, download_if_missing=False),
+        "3": api_node("PreviewImage", images=["2", 1]),
+    }, timeout=60)
+    assert result.status == "error" and result.error is not None, result.describe()
+    assert "no video stream" in result.error["exception_message"], result.describe()
 
 
 def test_missing_model_is_rejected_before_anything_runs(comfyui_server, inputs):

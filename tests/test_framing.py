@@ -197,3 +197,28 @@ def test_bad_framing_options_are_refused():
                              (framing.FramingOptions(crop_scale=0), "crop_scale")):
         with pytest.raises(ValueError, match=message):
             framing.check_framing(options)
+
+
+def test_the_astronaut_in_crop_mode_is_framed_as_the_training_video(astronaut_rgb, landmarker_model):
+    """Its face box is 17 % × 21 % of the photo; cropped, the box detected on the crop is within ±10 % of the
+    official driving video's (50 % × 63 %, centred at (0.49, 0.58))."""
+    prepared = framing.prepare_portrait(astronaut_rgb, landmarker_model, framing.FramingOptions(size=256))
+    assert prepared.image.shape == (256, 256, 3) and prepared.landmarks.found.all()
+    points = prepared.landmarks.points[0, :, :2]  # normalised to the crop
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    (w, h), (cx, cy) = hi - lo, (lo + hi) / 2
+    assert abs(w / TRAINED_FRAMING["width"] - 1) < 0.1 and abs(h / TRAINED_FRAMING["height"] - 1) < 0.1, (w, h)
+    assert abs(cx / TRAINED_FRAMING["centre_x"] - 1) < 0.1 and abs(cy / TRAINED_FRAMING["centre_y"] - 1) < 0.1
+
+
+def test_fit_mode_prepares_the_portrait_as_before(astronaut_rgb, landmarker_model):
+    """fit = today's fit-and-pad and today's landmarks (detected on the canvas at ≥ 512 px)."""
+    from emoji_model.landmarks.extract import extract_landmarks
+    from emoji_model.reference import fit_and_pad
+
+    portrait = astronaut_rgb[:, 60:460]  # 400×512: padded at the sides
+    prepared = framing.prepare_portrait(portrait, landmarker_model, framing.FramingOptions(framing="fit", size=128))
+    np.testing.assert_array_equal(prepared.image, fit_and_pad(portrait, 128, 128))
+    before = extract_landmarks([fit_and_pad(portrait, 512, 512)], landmarker_model, video=False)
+    np.testing.assert_array_equal(prepared.landmarks.points, before.points)
+    assert (prepared.landmarks.width, prepared.landmarks.height) == (128, 128)
