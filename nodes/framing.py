@@ -81,8 +81,8 @@ class FYE_CropPortrait:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model, download_if_missing):
-        return check_landmarker(model, download_if_missing) or True
+    def VALIDATE_INPUTS(cls, model):  # one input: ComfyUI repeats the message per input named here
+        return check_landmarker(model) or True
 
     def crop(self, image, model, framing, size, face_index, face_order, crop_scale, crop_offset_y,
              download_if_missing):

@@ -68,8 +68,8 @@ class FYE_ExtractLandmarks:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model, download_if_missing):
-        return check_landmarker(model, download_if_missing) or True
+    def VALIDATE_INPUTS(cls, model):  # one input: ComfyUI repeats the message per input named here
+        return check_landmarker(model) or True
 
     def extract(self, model, tracking, download_if_missing, face_index=0, face_order="largest", video=None,
                 images=None):

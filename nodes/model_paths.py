@@ -37,17 +37,19 @@ def landmarker_choices() -> list[str]:
     return sorted(set(folder_paths.get_filename_list(MEDIAPIPE_FOLDER)) | {FACE_LANDMARKER.name})
 
 
-def check_landmarker(name: str, download_if_missing: bool) -> str | None:
-    """A validation message for ComfyUI's graph check, or None when the file is there or will be downloaded."""
-    if folder_paths.get_full_path(MEDIAPIPE_FOLDER, name) is not None:
+def check_landmarker(name: str) -> str | None:
+    """The graph check's message for a face landmarker that is missing and cannot be downloaded, else None. The
+    official file, when missing, passes: the node downloads it if download_if_missing is on, else says so once when
+    it runs (ComfyUI repeats a check's message for every input it takes, so the check takes only ``model``)."""
+    if name == FACE_LANDMARKER.name or folder_paths.get_full_path(MEDIAPIPE_FOLDER, name) is not None:
         return None
-    if download_if_missing and name == FACE_LANDMARKER.name:
-        return None
-    if download_if_missing:
-        return f"Only '{FACE_LANDMARKER.name}' can be downloaded; '{name}' must be put in place by hand."
+    return _missing_landmarker(name) + f"\nOnly '{FACE_LANDMARKER.name}' can be downloaded by the node."
+
+
+def _missing_landmarker(name: str) -> str:
     message = missing_message(FACE_LANDMARKER, folder_paths.get_folder_paths(MEDIAPIPE_FOLDER), requested=name)
     if name == FACE_LANDMARKER.name:
-        message += f"\nOr switch on download_if_missing to fetch it into models/{MEDIAPIPE_FOLDER}/."
+        message += f"\nOr switch on download_if_missing on this node to fetch it into models/{MEDIAPIPE_FOLDER}/."
     return message
 
 
@@ -57,7 +59,7 @@ def landmarker_path(name: str, download_if_missing: bool) -> str:
     if path is None and download_if_missing and name == FACE_LANDMARKER.name:
         path = str(_download_landmarker())
     if path is None:
-        raise ModelFileError(check_landmarker(name, download_if_missing))
+        raise ModelFileError(_missing_landmarker(name))
     return path
 
 

@@ -169,8 +169,8 @@ class FYE_Sample:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, windows, window_length, overlap):  # ComfyUI repeats the message for each input named
-        return check_windows(windows, window_length, overlap) or True
+    def VALIDATE_INPUTS(cls, window_length):  # one input: ComfyUI repeats the message for each input named here
+        return check_window_length(window_length) or True
 
     def sample(
         self, model, reference, motion, steps, cfg, seed, windows, window_length, overlap, fusion, loop, keyframe_stride
@@ -192,15 +192,13 @@ class FYE_Sample:
         return (to_latent(latents),)
 
 
-def check_windows(windows, window_length, overlap) -> str | None:
-    """The library's message for window settings it refuses in the chosen mode (a length over the motion module's
-    limit, an overlap not below the length where overlap applies); None when fine, or when linked from another node
-    and so not known before running."""
-    if None in (windows, window_length, overlap):
+def check_window_length(window_length) -> str | None:
+    """The graph check: the library's message for a window longer than the motion module knows (None when fine or
+    linked). The overlap, which only some window modes use, is checked with the mode when the node runs."""
+    if window_length is None:
         return None
-    options = animate.SamplingOptions(windows=windows, window_length=window_length, overlap=overlap)
     try:
-        animate.check_options(options)
+        animate.check_options(animate.SamplingOptions(window_length=window_length, overlap=0))
     except ValueError as exc:
         return str(exc)
     return None

@@ -397,10 +397,30 @@ def test_missing_model_is_rejected_before_anything_runs(comfyui_server, inputs):
     assert status == 400, body
     assert body["error"]["type"] == "prompt_outputs_failed_validation"
     errors = body["node_errors"]["2"]["errors"]
-    # Only our check: VALIDATE_INPUTS takes `model`, so ComfyUI skips its own "value not in list" for it.
-    assert {error["type"] for error in errors} == {"custom_validation_failed"}, errors
-    details = "\n".join(error["details"] for error in errors)
-    assert missing in details and "mediapipe" in details, details
+    # Only our check, once: VALIDATE_INPUTS takes `model` alone, so ComfyUI skips its own "value not in list" for it
+    # and has one input to repeat the message for.
+    assert [error["type"] for error in errors] == ["custom_validation_failed"], errors
+    details = errors[0]["details"]
+    assert missing in details and "mediapipe" in details and "--download" not in details, details
+
+
+def test_the_official_model_missing_is_said_once_with_the_switch_to_turn_on(tmp_path_factory, inputs):
+    """A server without the face landmarker: the graph check lets the official file through (download_if_missing
+    may fetch it), and the node says once what to do, in the graph's words."""
+    from comfyui_host import ComfyUIServer, locate_comfyui
+
+    comfyui_dir, _ = locate_comfyui()
+    with ComfyUIServer(comfyui_dir, tmp_path_factory.mktemp("no_landmarker")) as bare:
+        shutil.copyfile(astronaut_path(), bare.input_dir / "astronaut.png")
+        result = bare.run({
+            "1": api_node("LoadImage", image="astronaut.png"),
+            "2": extract(["1", 0]),
+            "3": api_node("PreviewImage", images=["2", 1]),
+        }, timeout=60)
+    assert result.status == "error" and result.error["node_type"] == "FYE_ExtractLandmarks", result.describe()
+    message = result.error["exception_message"]
+    assert MODEL in message and "download_if_missing" in message and "models/mediapipe" in message, message
+    assert "--download" not in message and message.count("was not found") == 1, message
 
 
 def test_driving_video_without_a_face_fails_with_a_clear_message(comfyui_server, inputs):
