@@ -305,3 +305,68 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ---- frontend: ComfyUI's own editor in a real browser (tests/frontend.py) -------------------------------------------
+# Debian's Chromium (`apt-get install chromium`), driven by Python playwright (requirements-dev.txt); never
+# `playwright install`. Without either the browser tests skip, unless FYE_REQUIRE_BROWSER=1, where that fails.
+# Screenshots go to tests/.output/frontend/ (emptied per session; tests/.output/ ignores itself for git, so neither
+# `git status` nor the pack's install into ComfyUI's custom_nodes/ sees it).
+
+REQUIRE_BROWSER_ENV = "FYE_REQUIRE_BROWSER"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--renderer-process-limit=2", "--num-raster-threads=1"]  # 2 shared cores: few processes, threads
+FRONTEND_OUTPUT = Path(__file__).resolve().parent / ".output" / "frontend"
+_frontend_screenshots: list[Path] = []
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium, driven by playwright's sync API. ``launch`` gives it a fresh profile (a new temporary
+    user-data-dir, deleted at close) and each test page gets its own browser context (no cookies, storage carried)."""
+    if not CHROMIUM.is_file():
+        unavailable(f"no browser at {CHROMIUM}: `apt-get install chromium`", REQUIRE_BROWSER_ENV)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed: `pip install -r requirements-dev.txt`", REQUIRE_BROWSER_ENV)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="session")
+def frontend_screenshots() -> Path:
+    """tests/.output/frontend/, empty; the paths of the screenshots taken are listed at the end of the run."""
+    import shutil
+
+    FRONTEND_OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    (FRONTEND_OUTPUT.parent / ".gitignore").write_text("# test output, written by tests/conftest.py\n*\n")
+    shutil.rmtree(FRONTEND_OUTPUT, ignore_errors=True)
+    FRONTEND_OUTPUT.mkdir()
+    yield FRONTEND_OUTPUT
+    _frontend_screenshots.extend(sorted(FRONTEND_OUTPUT.glob("*.png")))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _frontend_screenshots:
+        terminalreporter.section("frontend screenshots")
+        for path in _frontend_screenshots:
+            terminalreporter.write_line(str(path))
+
+
+# ---- one path: ComfyUI and the command line on the same weights (tests/test_one_path_e2e.py) -----------------------
+# The CLI loads the VAE with diffusers and ComfyUI's VAELoader builds its fixed full-size SD VAE, so the random TAESD
+# above does not serve both: a random full-size SD VAE (diffusers keys, seeded, fp32, ~335 MB) is made once per session.
+
+
+@pytest.fixture(scope="session")
+def random_sd_vae(tmp_path_factory) -> Path:
+    from animate_models import write_random_sd_vae
+
+    return write_random_sd_vae(tmp_path_factory.mktemp("sd_vae") / "random_sd_vae_fp32.safetensors")
