@@ -310,8 +310,8 @@ def one_torch_thread():
 # ---- frontend: ComfyUI's own editor in a real browser (tests/frontend.py) -------------------------------------------
 # Debian's Chromium (`apt-get install chromium`), driven by Python playwright (requirements-dev.txt); never
 # `playwright install`. Without either the browser tests skip, unless FYE_REQUIRE_BROWSER=1, where that fails.
-# Screenshots go to tests/.output/frontend/ (emptied per session; tests/.output/ ignores itself for git, so neither
-# `git status` nor the pack's install into ComfyUI's custom_nodes/ sees it).
+# Screenshots go to tests/.output/frontend/ (emptied per session; git-ignored, so neither `git status` nor the pack's
+# install into ComfyUI's custom_nodes/ sees it).
 
 REQUIRE_BROWSER_ENV = "FYE_REQUIRE_BROWSER"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -346,7 +346,6 @@ def frontend_screenshots() -> Path:
     import shutil
 
     FRONTEND_OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    (FRONTEND_OUTPUT.parent / ".gitignore").write_text("# test output, written by tests/conftest.py\n*\n")
     shutil.rmtree(FRONTEND_OUTPUT, ignore_errors=True)
     FRONTEND_OUTPUT.mkdir()
     yield FRONTEND_OUTPUT
