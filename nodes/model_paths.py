@@ -14,7 +14,14 @@ import folder_paths
 
 from ..emoji_model.downloads import download_model_file
 from ..emoji_model.errors import ModelFileError
-from ..emoji_model.model_files import FACE_LANDMARKER, LAYOUTS, find_model_files, missing_message, where_to_get
+from ..emoji_model.model_files import (
+    COMMUNITY,
+    FACE_LANDMARKER,
+    LAYOUTS,
+    find_model_files,
+    missing_message,
+    where_to_get,
+)
 
 MEDIAPIPE_FOLDER = "mediapipe"
 FYE_FOLDER = "followyouremoji"
@@ -72,15 +79,26 @@ def _download_landmarker():
 # ---- models/followyouremoji ---------------------------------------------------------------------------------------
 
 
+ROOT_CHOICE = f"community files in models/{FYE_FOLDER}"  # the community fp16 files right in the folder itself
+
+
 def model_folder_choices() -> list[str]:
-    """The sub-folders of every ``followyouremoji`` folder (each one set of weights); the official folder name when
-    there are none, so that the graph check can say what to put there."""
+    """The sub-folders of every ``followyouremoji`` folder (each one set of weights), and ``ROOT_CHOICE`` when a folder
+    itself holds the community fp16 files (where the editor's missing-models dialog downloads them); the official
+    folder name when there is nothing, so that the graph check can say what to put there."""
     names = {
         entry.name
         for root in folder_paths.get_folder_paths(FYE_FOLDER) if os.path.isdir(root)
         for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
     }
+    if _community_root() is not None:
+        names.add(ROOT_CHOICE)
     return sorted(names) or [DEFAULT_FYE_MODEL]
+
+
+def _community_root() -> str | None:
+    return next((root for root in folder_paths.get_folder_paths(FYE_FOLDER)
+                 if os.path.isfile(os.path.join(root, COMMUNITY["unet"]))), None)
 
 
 def check_model_folder(name: str) -> str | None:
@@ -108,6 +126,8 @@ def model_folder_path(name: str) -> str:
 
 
 def _model_folder(name: str) -> str | None:
+    if name == ROOT_CHOICE:
+        return _community_root()
     if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
         return None  # only sub-folders of the registered folders
     return next((os.path.join(root, name) for root in folder_paths.get_folder_paths(FYE_FOLDER)

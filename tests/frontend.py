@@ -144,6 +144,13 @@ class Frontend:
             dialog.locator("button:has(i.pi-times)").last.click()
         dialog.wait_for(state="detached", timeout=wait * 1000)
 
+    def close_dialog(self, title: str, wait: float = 10.0) -> None:
+        """Close the dialog whose text holds ``title`` with its close button, as an artist would."""
+        dialog = self.page.locator(".p-dialog", has_text=title).first
+        dialog.wait_for(state="visible", timeout=wait * 1000)
+        dialog.locator("button:has(i.pi-times), button[aria-label='Close']").last.click()
+        dialog.wait_for(state="detached", timeout=wait * 1000)
+
     def messages(self) -> list[dict]:
         """``[{kind: "dialog" | "toast", text}]``: every dialog and toast on screen, outermost elements only."""
         return self.page.evaluate(_MESSAGES_JS, MESSAGES)
