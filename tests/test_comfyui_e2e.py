@@ -6,8 +6,10 @@ file format. Everything after it shares one server (the ``comfyui_server`` fixtu
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import urllib.parse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +300,36 @@ def test_shipped_workflow_is_served_and_runs(comfyui_server, run_workflow, path)
         assert files, f"output node #{node_id} ({prompt[node_id]['class_type']}) produced nothing"
         for item in files:
             assert comfyui_server.output_path(item).is_file(), item
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_template_has_a_thumbnail_the_editor_can_show(comfyui_server, path):
+    """The templates browser asks for <name>.jpg beside <name>.json; without it, a gradient placeholder."""
+    import urllib.request
+
+    url = f"{comfyui_server.url}/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(path.stem)}.jpg"
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "image/jpeg"
+        with Image.open(io.BytesIO(response.read())) as thumbnail:
+            assert thumbnail.size == (512, 384) and np.asarray(thumbnail).std() > 10
+
+
+def test_downloadable_files_of_the_workflows_are_the_library_s(tmp_path):
+    """The files the editor's missing-models dialog offers: names and sources as the library knows them."""
+    from emoji_model import model_files
+
+    known = {**{model_files.COMMUNITY[n]: model_files.COMMUNITY_REPO for n in model_files.COMMUNITY}}
+    for path in WORKFLOWS:
+        workflow = json.loads(path.read_text())
+        listed = list(workflow.get("models", [])) + [m for node in workflow["nodes"]
+                                                     for m in node["properties"].get("models", [])]
+        for model in listed:
+            assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith("/" + model["name"])
+            if model["name"] in known:
+                assert f"/{known[model['name']]}/resolve/" in model["url"], model
+            for node in workflow["nodes"]:  # a loader's own entry names the file its widget selects
+                if model in node["properties"].get("models", []):
+                    assert model["name"] in node["widgets_values"], (node["type"], model)
 
 
 @pytest.fixture(scope="module")
