@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from .errors import InputImageError
-from .images import to_rgb_uint8
+from .images import to_rgb_levels, to_rgb_uint8
 from .landmarks.faces import FACE_ORDERS, FaceBox, choose_face, order_faces  # noqa: F401 (framing's API)
 
 logger = logging.getLogger(__name__)
@@ -319,14 +319,14 @@ def paste_back(frames: Iterable[np.ndarray], portrait, crop: PortraitCrop, *, fe
     rx, ry, rw, rh = crop.region
     for item in frames:
         chunk = item if item.ndim == 4 else item[None]
-        for frame in (to_rgb_uint8(f) for f in chunk):
+        for frame in (to_rgb_levels(f) for f in chunk):  # float32 levels: rounded once, after resizing and blending
             if (frame.shape[1], frame.shape[0]) != crop.size:
                 raise InputImageError(f"a generated frame is {frame.shape[1]}×{frame.shape[0]}, the crop "
                                       f"{crop.size[0]}×{crop.size[1]}")
             shown = _resize(np.ascontiguousarray(frame[ry:ry + rh, rx:rx + rw]), w, h)
             if colour_match:
-                shown = np.clip(np.rint(_colour_matched(shown, original_crop)), 0, 255).astype(np.uint8)
-            generated = shown[sy0 - y:sy1 - y, sx0 - x:sx1 - x].astype(np.float32)
+                shown = _colour_matched(shown, original_crop)
+            generated = shown[sy0 - y:sy1 - y, sx0 - x:sx1 - x]
             out = rgb.copy()
             out[inside] = np.clip(np.rint(base + weight * (generated - base)), 0, 255).astype(np.uint8)
             yield out

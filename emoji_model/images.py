@@ -8,7 +8,13 @@ from PIL import Image
 from .errors import InputImageError
 
 
-def to_rgb_uint8(image) -> np.ndarray:
+def to_rgb_levels(image) -> np.ndarray:
+    """``to_rgb_uint8``'s image as (H, W, 3) float32 levels 0–255, floats not rounded: for work that resamples and
+    rounds once at its end (paste-back), so a float frame is not rounded twice."""
+    return to_rgb_uint8(image, rounded=False)
+
+
+def to_rgb_uint8(image, *, rounded: bool = True) -> np.ndarray:
     """One image as a C-contiguous (H, W, 3) RGB uint8 array; an array that already is one is returned as is.
 
     ``image``: a PIL image, a NumPy array or a torch tensor (any device), (H, W) or (H, W, C) with C = 1 (grey),
@@ -28,7 +34,7 @@ def to_rgb_uint8(image) -> np.ndarray:
         raise InputImageError(f"expected one image of shape (H, W) or (H, W, 1|2|3|4), got {image.shape}")
     if image.shape[2] in (2, 4):
         image = image[:, :, :-1]  # drop alpha
-    image = _levels(image)
+    image = _levels(image) if rounded else _levels(image, np.float32)
     if image.shape[2] == 1:
         image = np.repeat(image, 3, axis=2)
     return np.ascontiguousarray(image)
@@ -47,19 +53,20 @@ def _pil_pixels(image: Image.Image) -> np.ndarray:
     return grey.clip(0, 65535).astype(np.uint16)
 
 
-def _levels(image: np.ndarray) -> np.ndarray:
-    """uint8, uint16 or float-in-[0, 1] pixels → uint8, rounded."""
+def _levels(image: np.ndarray, dtype=np.uint8) -> np.ndarray:
+    """uint8, uint16 or float-in-[0, 1] pixels → uint8 levels, rounded; or float32 levels 0–255, floats unrounded."""
     if image.dtype == np.uint8:
-        return image
+        return image if dtype == np.uint8 else image.astype(dtype)
     if image.dtype == np.uint16:
-        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(dtype)
     if not np.issubdtype(image.dtype, np.floating):
         raise InputImageError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
     if not np.isfinite(image).all():
         raise InputImageError("the image contains NaN or infinite values")
     if image.size and image.max() > 1.5:  # far outside [0, 1]: a 0–255 image passed as float
         raise InputImageError(f"float images must be in [0, 1], this one reaches {float(image.max()):g}")
-    scaled = image.astype(np.float64)  # one temporary, then in place: frames can be 4K
+    scaled = image.astype(np.float64 if dtype == np.uint8 else dtype)  # one temporary, then in place: frames can be 4K
     scaled *= 255.0
-    np.rint(scaled, out=scaled)
-    return np.clip(scaled, 0.0, 255.0, out=scaled).astype(np.uint8)
+    if dtype == np.uint8:
+        np.rint(scaled, out=scaled)
+    return np.clip(scaled, 0.0, 255.0, out=scaled).astype(dtype, copy=False)

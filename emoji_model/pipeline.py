@@ -52,8 +52,9 @@ def video_landmarks(
     info = probe_video(source)
     total = min(n for n in (info.num_frames, max_frames, 2**31) if n)
     report = None if on_frame is None else (lambda i: on_frame(i, total))
-    landmarks = extract_landmarks(iter_video_frames(source, max_frames), model_path, video=tracking, fps=info.fps,
-                                  on_frame=report, face_index=face_index, face_order=face_order)
+    landmarks = extract.extract_landmarks(iter_video_frames(source, max_frames), model_path, video=tracking,
+                                          fps=info.fps, on_frame=report, face_index=face_index, face_order=face_order,
+                                          num_frames=total if total < 2**31 else None)
     return landmarks, info
 
 
@@ -287,9 +288,10 @@ def run_animate(
         width=width, height=height, official_round_trip=official_round_trip, clip_size=clip_image_size(models.clip))
     latents = animate.sample(models.networks, reference, draw.Drawings(job.motion), options,
                              callback=lambda i: report("sampling", i["done"], i["total"]) if "x" not in i else None)
-    frames = animate.decode(vae_decoder(models.vae), latents, chunk=decode_chunk,
+    pasting = prepared.crop.framing == "crop" if paste is None else paste
+    frames = animate.decode(vae_decoder(models.vae), latents, chunk=decode_chunk, as_float=pasting,
                             callback=lambda i: report("decoding", i["done"], i["total"]))
-    if prepared.crop.framing == "crop" if paste is None else paste:
+    if pasting:  # the decoded floats, rounded once after pasting (as the Paste Back node gets VAE Decode's floats)
         frames = paste_back(frames, job.portrait, prepared.crop, feather=feather, colour_match=colour_match)
     if frames_dir is not None:
         frames = _saved(frames, Path(frames_dir))

@@ -128,7 +128,7 @@ class FYE_PasteBack:
         progress = frame_callback(len(images))
         rgb = portrait[0]
         out = torch.empty((len(images), crop.portrait_size[1], crop.portrait_size[0], 3), dtype=torch.float32)
-        frames = (frame for frame in images)  # one frame at a time: float IMAGE → uint8 in the library
+        frames = (frame for frame in images)  # one frame at a time: VAE Decode's floats, rounded once by the library
         for i, pasted in enumerate(paste_back(frames, rgb, crop, feather=feather, colour_match=colour_match)):
             out[i] = torch.from_numpy(pasted).float().div_(255)
             progress(i)

@@ -6,6 +6,8 @@
   sizes file ``follow-your-emoji/config.json`` for what no official file records (the tiny motion modules' 4 heads).
 - ``write_random_taesd``: ``taesd_encoder`` / ``taesd_decoder`` for ComfyUI's ``VAELoader`` ("taesd"), with the
   keys of ComfyUI's own ``comfy/taesd/taesd.py`` module (imported by path, its two ComfyUI imports stubbed).
+- ``write_random_sd_vae``: a full-size SD VAE (random, diffusers keys) that both ComfyUI's ``VAELoader`` and the
+  library's ``encoders.load_vae`` load, for comparing the two paths on the same weights.
 - ``write_random_clip_vit_l14``: a full-size CLIP ViT-L/14 vision tower, random fp16 values (~0.6 GB), for
   ``CLIPVisionLoader`` (which picks the architecture by counting layers, so a tiny CLIP does not load there).
 """
@@ -144,4 +146,19 @@ def write_random_clip_vit_l14(path: Path, std: float = 0.02) -> Path:
         state[key] = value.to(torch.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
+    return path
+
+
+def write_random_sd_vae(path: Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """A full-size SD 1.x VAE (diffusers ``AutoencoderKL`` with sd-vae-ft-mse's config, diffusers keys, torch's
+    default init under ``seed``) as one ``.safetensors`` (~335 MB in fp32): loaded by ComfyUI's ``VAELoader`` (its
+    fixed SD VAE, converted from diffusers keys) and by the library's ``encoders.load_vae`` alike, unlike a TAESD."""
+    from diffusers import AutoencoderKL
+
+    from emoji_model.encoders import SD_VAE_FT_MSE_CONFIG
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**SD_VAE_FT_MSE_CONFIG)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to(dtype).contiguous() for k, v in vae.state_dict().items()}, str(path))
     return path

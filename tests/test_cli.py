@@ -102,3 +102,47 @@ def test_main_job_without_weights_explains_where_they_go(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "pretrained_models" in err and "--download" in err and "Traceback" not in err
     assert not (tmp_path / "output" / "animation.mp4").exists()
+
+
+# ---- damaged and unreadable driving videos ------------------------------------------------------------------------
+
+
+def test_a_damaged_driving_video_still_gives_one_drawing_per_frame(tmp_path, temple_video, landmarker_model, caplog,
+                                                                    capsys):
+    """The official clip with 200 kB zeroed a third of the way in: the frames PyAV cannot decode are filled from
+    their neighbours, and one warning names them (measured: 25 packets, frames 29–63)."""
+    import logging
+    import re
+
+    data = bytearray(temple_video.read_bytes())
+    at = len(data) // 3
+    data[at:at + 200_000] = bytes(200_000)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        code = main(["landmarks", str(astronaut_path()), str(broken), str(out), "--model", str(landmarker_model)])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err and "error:" not in err
+    assert sorted(p.name for p in out.glob("aligned_*.png")) == [f"aligned_{i:04d}.png" for i in range(97)]
+    named = [r.getMessage() for r in caplog.records
+             if r.levelno == logging.WARNING and re.search(r"frames \d+(–\d+)? could not be decoded", r.getMessage())]
+    assert len(named) == 1, named
+    first, last = (int(n) for n in re.search(r"frames (\d+)–(\d+)", named[0]).groups())
+    assert str(broken) in named[0] and 0 < first < last < 96
+    found = np.load(out / "landmarks.npz")["driving_found"]
+    assert len(found) == 97 and np.flatnonzero(~found).tolist() == list(range(first, last + 1))
+
+
+@pytest.mark.parametrize("name", ["driving.mp4", "driving.png"])
+def test_a_driving_file_of_garbage_is_one_error_line(tmp_path, landmarker_model, capsys, name):
+    driving = tmp_path / name
+    driving.write_bytes(np.random.default_rng(5).integers(0, 256, 300_000, dtype=np.uint8).tobytes())
+    code = main(["landmarks", str(astronaut_path()), str(driving), str(tmp_path / "out"), "--model",
+                 str(landmarker_model)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(driving) in lines[0], err
+    assert not list((tmp_path / "out").glob("aligned_*.png"))

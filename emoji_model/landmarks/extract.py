@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -96,7 +97,9 @@ class FaceLandmarker:
     def detect(self, image: np.ndarray) -> FaceLandmarks:
         """The landmarks of one image (or of the next video frame) as a one-frame record."""
         rgb = _rgb_frame(image)
-        return _assemble([self._detect_raw(rgb)], rgb.shape[1], rgb.shape[0], self.geometry)
+        collector = _Collector(1)
+        collector.add(self._detect_raw(rgb))
+        return collector.result(rgb.shape[1], rgb.shape[0], self.geometry)
 
     def _detect_raw(self, rgb: np.ndarray) -> _Raw | None:
         """Points (478, 3), MediaPipe's pose (4, 4), blendshapes (52,) of a (H, W, 3) uint8 frame's first face, None
@@ -158,23 +161,42 @@ def _unpack(result: Any) -> list[_Raw]:
     return faces
 
 
-def _assemble(raws: list[_Raw | None], width: int, height: int, geometry: GeometryMetadata) -> FaceLandmarks:
-    """Per-frame raw results (consumed: set to None) → a FaceLandmarks record, the mesh computed in batches."""
-    out = FaceLandmarks.empty(len(raws), width, height)
-    for i in range(len(raws)):
-        raw, raws[i] = raws[i], None  # frees each frame's arrays once copied: no second copy of them all
+class _Collector:
+    """Each frame's arrays written straight into the record's arrays as it comes (nothing per frame is kept besides):
+    sized for ``capacity`` frames (the container's count, when known), doubled when more come."""
+
+    def __init__(self, capacity: int | None):
+        self.count, self._record = 0, FaceLandmarks.empty(max(1, capacity or 256), 0, 0)
+
+    def add(self, raw: _Raw | None) -> None:
+        if self.count == len(self._record):
+            grown = FaceLandmarks.empty(2 * self.count, 0, 0)
+            for name in ("points", "mesh", "pose", "blendshapes", "found"):
+                getattr(grown, name)[: self.count] = getattr(self._record, name)
+            self._record = grown
         if raw is not None:
-            out.points[i], out.pose[i], out.blendshapes[i] = raw
-            out.found[i] = True
-    rows = np.flatnonzero(out.found)
-    for start in range(0, len(rows), _GEOMETRY_BATCH):
-        batch = rows[start : start + _GEOMETRY_BATCH]
-        out.mesh[batch], _ = screen_to_metric(out.points[batch], width, height, geometry)
-    undefined = out.found & np.isnan(out.mesh).any(axis=(1, 2))  # a degenerate face: MediaPipe gives no pose either
-    for array in (out.points, out.pose, out.blendshapes):
-        array[undefined] = np.nan
-    out.found[undefined] = False
-    return out
+            r = self._record
+            r.points[self.count], r.pose[self.count], r.blendshapes[self.count] = raw
+            r.found[self.count] = True
+        self.count += 1
+
+    def result(self, width: int, height: int, geometry: GeometryMetadata) -> FaceLandmarks:
+        """The record of the frames added, the mesh computed in batches (a degenerate face counts as not found)."""
+        r = self._record
+        if self.count < len(r):
+            r = r.select(slice(0, self.count))
+            r = FaceLandmarks(*(a.copy() for a in (r.points, r.mesh, r.pose, r.blendshapes, r.found)), 0, 0)
+        out = dataclasses.replace(r, width=width, height=height)
+        self._record = None
+        rows = np.flatnonzero(out.found)
+        for start in range(0, len(rows), _GEOMETRY_BATCH):
+            batch = rows[start : start + _GEOMETRY_BATCH]
+            out.mesh[batch], _ = screen_to_metric(out.points[batch], width, height, geometry)
+        undefined = out.found & np.isnan(out.mesh).any(axis=(1, 2))  # degenerate: MediaPipe gives no pose either
+        for array in (out.points, out.pose, out.blendshapes):
+            array[undefined] = np.nan
+        out.found[undefined] = False
+        return out
 
 
 def extract_landmarks(
@@ -186,8 +208,10 @@ def extract_landmarks(
     on_frame: Callable[[int], None] | None = None,
     face_index: int = 0,
     face_order: str = "largest",
+    num_frames: int | None = None,
 ) -> FaceLandmarks:
     """Landmarks of every frame, streamed one frame at a time; ``on_frame(i)`` runs after frame i (it may raise).
+    ``num_frames``: how many frames to expect (a container's count), so the record is allocated once.
 
     ``video=True`` tracks the face across frames (MediaPipe VIDEO mode); ``video=False`` detects it anew in each.
     Frames without a face, and ``None`` frames (unreadable ones), get ``found=False`` and NaN rows.
@@ -197,7 +221,7 @@ def extract_landmarks(
     before, since asking it for more changes how it tracks.
     """
     follower = FaceFollower(face_index, face_order)
-    raws: list[_Raw | None] = []
+    raws = _Collector(num_frames)
     size: tuple[int, int] | None = None
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -206,7 +230,7 @@ def extract_landmarks(
         for frame in frames:  # not enumerate(): it would keep the last frame alive
             index += 1
             if frame is None:
-                raws.append(None)
+                raws.add(None)
                 if landmarker is not None:
                     landmarker.skip_frame()
                 if on_frame is not None:
@@ -217,7 +241,7 @@ def extract_landmarks(
             if landmarker is None:
                 size, num_faces = (rgb.shape[1], rgb.shape[0]), _faces_to_look_for(rgb, model_path, face_index)
                 landmarker = stack.enter_context(FaceLandmarker(model_path, video=video, fps=fps, num_faces=num_faces))
-                for _ in raws:
+                for _ in range(raws.count):
                     landmarker.skip_frame()
             if (rgb.shape[1], rgb.shape[0]) != size:
                 raise InputImageError(f"all frames must have one size: frame {index} is {rgb.shape[1]}×{rgb.shape[0]} "
@@ -225,13 +249,14 @@ def extract_landmarks(
             faces = landmarker.detect_all(rgb)
             del rgb
             chosen = follower.pick([f[0] for f in faces], *size) if landmarker.num_faces > 1 else (0 if faces else None)
-            raws.append(None if chosen is None else faces[chosen])
+            raws.add(None if chosen is None else faces[chosen])
+            del faces
             if on_frame is not None:
                 on_frame(index)
     if size is None:
-        raise InputImageError(f"none of the {len(raws)} frames could be read" if raws else
+        raise InputImageError(f"none of the {raws.count} frames could be read" if raws.count else
                               "no frames to extract landmarks from")
-    result = _assemble(raws, *size, landmarker.geometry)
+    result = raws.result(*size, landmarker.geometry)
     ms_per_frame = 1e3 * (time.perf_counter() - start) / len(result)
     logger.info("face found in %d of %d frames (%.1f ms/frame)", result.num_found, len(result), ms_per_frame)
     return result

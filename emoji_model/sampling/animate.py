@@ -270,6 +270,7 @@ def decode(
     *,
     chunk: int = 8,
     callback: Callable[[dict], None] | None = None,
+    as_float: bool = False,
 ) -> Iterator[np.ndarray]:
     """Yield (n, H, W, 3) uint8 frames, ``chunk`` latents per ``vae_decode`` call (memory does not grow with F).
 
@@ -293,4 +294,8 @@ def decode(
         check_finite(pixels, f"The VAE's output for frames {start}…{start + len(z) - 1}")
         if pixels.shape[0] != len(z):
             raise SamplingError(f"vae_decode returned {pixels.shape[0]} frames for {len(z)} latents")
-        yield to_uint8_frames(pixels)
+        if as_float:  # (n, H, W, 3) float32 in [0, 1], unrounded: for paste_back, which rounds once at its end
+            pixels = pixels.permute(0, 2, 3, 1) if pixels.shape[1] == 3 and pixels.shape[-1] != 3 else pixels
+            yield pixels.float().clamp(0, 1).cpu().numpy()
+        else:
+            yield to_uint8_frames(pixels)
