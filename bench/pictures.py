@@ -5,8 +5,8 @@ Run: ./dev bench pictures   (after ./dev test tests/test_frontend.py, it also ta
 - docs/framing.jpg: a 1600×1000 photo with the face off-centre → Crop Portrait's box and landmarks | the crop the
   model sees, with the drawing it follows | that drawing pasted back into the photo through the feathered mask;
 - docs/icon.png: the registry icon (the crop with the features the model follows);
-- docs/workflow.jpg: the shipped workflow in ComfyUI's editor (tests/.output/frontend/open_follow_your_emoji.png,
-  the browser test's screenshot);
+- docs/workflow.jpg: the shipped workflow in ComfyUI's editor (the browser test's screenshot,
+  tests/.output/frontend/open_Follow-Your-Emoji_animate_a_photo.png);
 - workflows/<name>.jpg: each shipped workflow's thumbnail in the editor's templates browser.
 """
 
@@ -27,7 +27,7 @@ from emoji_model import framing  # noqa: E402
 from emoji_model.landmarks import draw  # noqa: E402
 from emoji_model.pipeline import portrait_motion  # noqa: E402
 
-SCREENSHOT = REPO / "tests" / ".output" / "frontend" / "open_follow_your_emoji.png"
+SCREENSHOT = REPO / "tests" / ".output" / "frontend" / "open_Follow-Your-Emoji_animate_a_photo.png"
 
 
 def photo() -> np.ndarray:
@@ -95,7 +95,7 @@ def main() -> None:
     model = find_model_file(FACE_LANDMARKER, args.model)
     _, driving = default_inputs()
     sheet = framing_picture(model, driving, REPO / "docs" / "framing.jpg")
-    thumbnail(sheet, REPO / "workflows" / "follow_your_emoji.jpg")
+    thumbnail(sheet, REPO / "workflows" / "Follow-Your-Emoji animate a photo.jpg")
     landmarks = [p for p in (REPO / "workflows").glob("*.json") if "landmarks" in p.stem]
     for path in landmarks:
         thumbnail(Image.open(REPO / "docs" / "framing.jpg").crop((0, 0, sheet.width * 2 // 3, 400)),

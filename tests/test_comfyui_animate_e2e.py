@@ -24,7 +24,7 @@ from media import astronaut_path, carphone_path, write_video
 from workflow_api import ui_to_api
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = REPO / "workflows" / "follow_your_emoji.json"
+WORKFLOW = REPO / "workflows" / "Follow-Your-Emoji animate a photo.json"
 LANDMARKER = "face_landmarker_v2_with_blendshapes.task"
 SIZE = 128  # the shipped workflow's portrait and video size: 16×16 latents
 SMALL = 64  # the 100-frame runs: 8×8 latents

@@ -25,7 +25,7 @@ from workflow_api import WorkflowError, ui_to_api, widget_names
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-LANDMARKS_WORKFLOW = REPO / "workflows" / "follow_your_emoji_landmarks.json"
+LANDMARKS_WORKFLOW = REPO / "workflows" / "Follow-Your-Emoji landmarks preview without weights.json"
 # Workflows that run with the face landmarker alone; the animation workflow needs network weights and is run by
 # test_comfyui_animate_e2e.py.
 RUNNABLE_WORKFLOWS = [LANDMARKS_WORKFLOW]
@@ -289,7 +289,7 @@ def test_shipped_workflow_is_served_and_runs(comfyui_server, run_workflow, path)
     """What a user does: open the workflow from the templates browser, queue it, find the files on disk."""
     status, templates = comfyui_server.get("/api/workflow_templates")
     assert status == 200 and path.stem in templates.get(PACK_NAME, []), templates
-    status, served = comfyui_server.get(f"/api/workflow_templates/{PACK_NAME}/{path.name}")
+    status, served = comfyui_server.get(f"/api/workflow_templates/{PACK_NAME}/{urllib.parse.quote(path.name)}")
     assert status == 200 and served == json.loads(path.read_text())
 
     prompt, result = run_workflow(path)

@@ -23,8 +23,8 @@ from media import astronaut_path, carphone_path, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-LANDMARKS_WORKFLOW = REPO / "workflows" / "follow_your_emoji_landmarks.json"
-FULL_WORKFLOW = REPO / "workflows" / "follow_your_emoji.json"
+LANDMARKS_WORKFLOW = REPO / "workflows" / "Follow-Your-Emoji landmarks preview without weights.json"
+FULL_WORKFLOW = REPO / "workflows" / "Follow-Your-Emoji animate a photo.json"
 SEARCHES = ["emoji", "FollowYourEmoji", "Follow Your Emoji", "FYE"]
 PACK_PREFIX = "FYE_"
 

@@ -32,7 +32,7 @@ from media import astronaut_path, carphone_path, package_file, write_video
 from workflow_api import ui_to_api
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW = REPO / "workflows" / "follow_your_emoji.json"
+WORKFLOW = REPO / "workflows" / "Follow-Your-Emoji animate a photo.json"
 CANVAS = (1400, 1000)  # the portrait: (width, height)
 FACE = 620  # the astronaut, scaled to this side, in the canvas' top-right corner
 MARGIN = 24
