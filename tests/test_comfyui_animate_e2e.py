@@ -259,6 +259,7 @@ def test_a_100_frame_video_is_sampled_in_windows(comfyui_server, animation_model
         animation_models, inputs.small_portrait, inputs.long, size=SMALL, windows=windows, steps=2
     )
 
+    mark = comfyui_server.events.mark()
     result, seconds = timed_run(comfyui_server, prompt)
 
     assert result.status == "success", result.describe()
@@ -275,6 +276,8 @@ def test_a_100_frame_video_is_sampled_in_windows(comfyui_server, animation_model
         what="the sampler's progress bar reaching its end",
     )
     assert done["max"] > 2, done  # one bar over every window of every step
+    previews = comfyui_server.events.seen("b_preview", since=mark)
+    assert len(previews) >= 2, "no latent preview per step (the server runs with --preview-method latent2rgb)"
 
 
 def test_window_longer_than_the_motion_module_is_refused_before_running(comfyui_server, animation_models, inputs):
