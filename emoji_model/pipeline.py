@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .landmarks import align, draw, extract
-from .framing import FramingOptions, PreparedPortrait, paste_back, prepare_portrait
+from . import check
+from .landmarks import align, draw, extract, fit
+from .landmarks.edit import MotionEdit, edit_motion
+from .landmarks.faces import FaceBox
+from .framing import FramingOptions, PortraitCrop, PreparedPortrait, paste_back, prepare_portrait
 from .framing import preview as framing_preview
 from .landmarks.types import FaceLandmarks, Motion
 from .video import VideoInfo, VideoSource, iter_video_frames, probe_video, read_image, write_video
@@ -109,18 +112,81 @@ def portrait_motion(
     driving_face_index: int = 0,
     driving_face_order: str = "largest",
     progress: Progress | None = None,
+    portrait_points=None,
+    edit: MotionEdit | None = None,
     **align_options,
 ) -> MotionJob:
-    """Portrait → ``prepare_portrait`` (framing, its landmarks); driving video → landmarks (one frame at a time; the
-    face ``driving_face_index`` in ``driving_face_order`` followed); the driving motion retargeted onto the prepared
-    portrait (``align_options``: see ``landmarks.align.align``)."""
+    """Portrait → ``prepare_portrait`` (framing, its landmarks; or, with ``portrait_points``, the face fitted to them:
+    ``prepare_fitted_portrait``); driving video → landmarks (one frame at a time; the face ``driving_face_index`` in
+    ``driving_face_order`` followed); the driving motion retargeted onto the prepared portrait (``align_options``:
+    see ``landmarks.align.align``), then ``edit`` applied (``landmarks.edit``)."""
     portrait = read_image(reference_image)
-    prepared = prepare_portrait(portrait, landmarker_model, framing)
+    if portrait_points is None:
+        prepared = prepare_portrait(portrait, landmarker_model, framing)
+    else:
+        prepared = prepare_fitted_portrait(portrait, portrait_points, landmarker_model, framing)
     report = None if progress is None else (lambda i, total: progress("landmarks", i + 1, total))
     driving, info = video_landmarks(driving_video, landmarker_model, tracking=tracking, max_frames=max_frames,
                                     on_frame=report, face_index=driving_face_index, face_order=driving_face_order)
     motion = retarget(prepared.landmarks, driving, **align_options)
+    if edit is not None:
+        motion = edit_motion(motion, edit)
     return MotionJob(portrait, prepared, driving, motion, info, driving_video)
+
+
+def from_portrait(points: np.ndarray, crop: PortraitCrop) -> np.ndarray:
+    """Pixel points (..., 2) of the portrait → pixels of the prepared image (``framing.to_portrait``'s inverse)."""
+    rx, ry, rw, rh = crop.region
+    x, y, w, h = crop.source
+    return (np.asarray(points, dtype=np.float64)[..., :2] - (x, y)) * (rw / w, rh / h) + (rx, ry)
+
+
+def prepare_fitted_portrait(portrait, points, landmarker_model: str | os.PathLike,
+                            options: FramingOptions = FramingOptions()) -> PreparedPortrait:
+    """``framing.prepare_portrait`` for a face MediaPipe cannot find, given by five points in portrait pixels
+    (``landmarks.fit.FIT_POINTS``): the canonical face is fitted to them on the photo (``crop``: the square is framed
+    around the fitted face's landmark box, as around a detected one), then again in the prepared image, where it
+    gives the portrait's landmarks. The bundle provides the canonical face."""
+    from .errors import InputImageError
+    from .framing import check_framing, crop_portrait, fit_portrait, whole_portrait
+    from .images import to_rgb_uint8
+
+    rgb = to_rgb_uint8(portrait)
+    given = fit.check_points(fit.parse_points(points))
+    geometry = fit.load_geometry(landmarker_model)
+    try:
+        check_framing(options)
+    except ValueError as error:
+        raise InputImageError(str(error)) from None
+    height, width = rgb.shape[:2]
+    if options.framing == "crop":
+        whole = fit.fit_face(given, width, height, geometry).landmarks
+        box = FaceBox.of_points(whole.points[0], width, height)
+        image, crop = crop_portrait(rgb, box, options.size, crop_scale=options.crop_scale,
+                                    crop_offset_y=options.crop_offset_y)
+    elif options.framing == "fit":
+        image, crop = fit_portrait(rgb, options.size, options.size)
+    else:
+        image, crop = whole_portrait(rgb)
+    fitted = fit.fit_face(from_portrait(given, crop), crop.size[0], crop.size[1], geometry)
+    return PreparedPortrait(image, crop, fitted.landmarks)
+
+
+def run_check(output_video: VideoSource, reference_image, driving_video, out_dir: str | os.PathLike, model_path,
+              **job_options) -> check.MotionCheck:
+    """An animation (``output_video``) checked against the motion its portrait and driving video give (made again:
+    ``portrait_motion`` with ``job_options``, as for ``animate``): ``check.json`` and ``check.png`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = job_options.pop("progress", None)
+    job = portrait_motion(reference_image, driving_video, model_path, progress=progress, **job_options)
+    total = len(job.motion)
+    result = check.check_frames(iter_video_frames(output_video, total), job.motion, model_path, driving=job.driving,
+                          crop=job.prepared.crop, tracking=job_options.get("tracking", True),
+                          on_frame=None if progress is None else (lambda i: progress("checking", i + 1, total)))
+    (out_dir / "check.json").write_text(result.to_json())
+    _write_png(out_dir / "check.png", check.plot_check(result, title=Path(str(output_video)).name))
+    return result
 
 
 def run_landmarks(reference_image, driving_video, out_dir: str | os.PathLike, model_path, **job_options) -> MotionJob:

@@ -10,9 +10,9 @@
 Beyond the official: frame 0 is kept by default; ``pose_mode`` "absolute" (the driving's own rotation and
 translation) and "none" (the reference's head pose for every frame, only the expression moves); ``smoothing``
 (centred moving average over the pose parameters, the expression and the iris positions); ``expression_scale``;
-faceless driving frames filled from their neighbours. A reference without a face falls back, inside ``align``, to
-the official behaviour (``unaligned_motion``: the driving landmarks unaligned, scaled to the reference size), with
-a warning.
+faceless driving frames filled from their neighbours. The motion keeps what it was projected from (``MotionRig``)
+for ``landmarks.edit``. A reference without a face falls back, inside ``align``, to the official behaviour
+(``unaligned_motion``: the driving landmarks unaligned, scaled to the reference size), with a warning.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..errors import NoFaceError
 from .connections import LEFT_EYE_CONTOUR, LEFT_IRIS, RIGHT_EYE_CONTOUR, RIGHT_IRIS
 from .draw import normalised_to_pixels
 from .geometry import DEFAULT_CAMERA
-from .types import FaceLandmarks, Motion
+from .types import FaceLandmarks, Motion, MotionRig
 
 logger = logging.getLogger(__name__)
 
@@ -233,4 +233,14 @@ def align(
 
     mesh = project(expression + reference.mesh[0], pose_to_matrix(params), width, height)  # (N, 468, 2)
     points = np.concatenate([mesh, place_irises(irises, mesh)], axis=1)  # (N, 478, 2)
-    return Motion(points=points[first:], width=width, height=height, source_frames=np.arange(first, len(driving)))
+    rig = MotionRig(expression=expression[first:], face=reference.mesh[0].copy(), pose=params[first:],
+                    face_pose=matrix_to_pose(reference.pose[:1])[0], irises=irises[first:],
+                    neutral_irises=irises[neutral].copy())
+    return Motion(points=points[first:], width=width, height=height, source_frames=np.arange(first, len(driving)),
+                  rig=rig)
+
+
+def rig_points(rig: MotionRig, width: int, height: int) -> np.ndarray:
+    """The pixel landmarks (N, 478, 2) a rig projects to: ``align``'s last step, for edited rigs."""
+    mesh = project(rig.expression + rig.face, pose_to_matrix(rig.pose), width, height)  # (N, 468, 2)
+    return np.concatenate([mesh, place_irises(rig.irises, mesh)], axis=1)

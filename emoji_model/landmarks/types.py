@@ -64,6 +64,19 @@ class FaceLandmarks:
 
 
 @dataclass(frozen=True, eq=False)
+class MotionRig:
+    """What ``align`` projects a motion's points from, kept so that the motion can be edited in 3-D and projected
+    again (``landmarks.edit``): points = project(face + expression, pose), irises placed in the projected eyes."""
+
+    expression: np.ndarray  # (N, 468, 3) float64: expression change from the driving's neutral frame, canonical cm
+    face: np.ndarray  # (468, 3) float64: the portrait's mesh the expression is added to
+    pose: np.ndarray  # (N, 6) float64: head pose per frame, xyz Euler angles (degrees) and translation
+    face_pose: np.ndarray  # (6,) float64: the portrait's own head pose
+    irises: np.ndarray  # (N, 10, 2) float64: iris points as fractions of their eye-contour boxes
+    neutral_irises: np.ndarray  # (10, 2) float64: the irises of the driving's neutral frame
+
+
+@dataclass(frozen=True, eq=False)
 class Motion:
     """Driving motion retargeted onto the reference face: the 2-D points the drawings are made from."""
 
@@ -71,6 +84,7 @@ class Motion:
     width: int  # the reference image size the points live in
     height: int
     source_frames: np.ndarray  # (N,) int: the driving frame each motion frame comes from
+    rig: MotionRig | None = None  # what ``points`` were projected from (None: unaligned, not editable in 3-D)
 
     def __len__(self) -> int:
         return len(self.points)
