@@ -4,6 +4,8 @@ Run: ./dev bench pictures   (after ./dev test tests/test_frontend.py, it also ta
 
 - docs/framing.jpg: a 1600×1000 photo with the face off-centre → Crop Portrait's box and landmarks | the crop the
   model sees, with the drawing it follows | that drawing pasted back into the photo through the feathered mask;
+- docs/edit.jpg: Edit Motion's before and after (the drawings the model follows);
+- docs/check.png: a Check Motion chart;
 - docs/icon.png: the registry icon (the crop with the features the model follows);
 - docs/workflow.jpg: the shipped workflow in ComfyUI's editor (the browser test's screenshot,
   tests/.output/frontend/open_Follow-Your-Emoji_animate_a_photo.png);
@@ -77,6 +79,42 @@ def framing_picture(model: Path, driving: Path, out: Path) -> Image.Image:
     return sheet
 
 
+def edit_picture(model: Path, driving: Path, out: Path) -> None:
+    """Three driving frames' drawings, as driven (top) and edited (bottom: mouth 0.3, blinks removed, yaw +15°)."""
+    from emoji_model.landmarks.edit import MotionEdit, edit_motion
+    from media import astronaut_path
+
+    job = portrait_motion(astronaut_path(), driving, model, max_frames=90, keep_first_frame=True)
+    edited = edit_motion(job.motion, MotionEdit(mouth=0.3, remove_blinks=True, yaw=15.0))
+    rows = []
+    for motion, text in ((job.motion, "as driven"), (edited, "edited: mouth 0.3, no blinks, yaw +15")):
+        frames = draw.draw_motion(motion.points[[10, 45, 80]], motion.width, motion.height)
+        rows.append(labelled(np.concatenate(list(frames), axis=1), text, 300))
+    sheet = Image.new("RGB", (rows[0].width, 600 + 10), (40, 40, 40))
+    sheet.paste(rows[0], (0, 0))
+    sheet.paste(rows[1], (0, 310))
+    sheet.save(out, quality=90)
+
+
+def check_picture(model: Path, driving: Path, out: Path) -> None:
+    """Check Motion on a stand-in 'animation': the driving video itself, shifted 6 px, a stretch replaced by grey."""
+    import tempfile
+
+    from emoji_model import check
+    from emoji_model.video import iter_video_frames, probe_video, read_image, write_video
+
+    frames = [f for f in iter_video_frames(driving, 90) if f is not None]
+    with tempfile.TemporaryDirectory() as tmp:
+        still = Path(tmp) / "frame0.png"
+        Image.fromarray(frames[0]).save(still)
+        job = portrait_motion(still, driving, model, max_frames=90, keep_first_frame=True,
+                              framing=framing.FramingOptions(framing="none"), pose_mode="absolute", neutral_frame=0)
+    shifted = [np.roll(f, 6, axis=1) if not 40 <= i < 52 else np.full_like(f, 128) for i, f in enumerate(frames)]
+    result = check.check_frames(shifted, job.motion, model, driving=job.driving, crop=job.prepared.crop)
+    Image.fromarray(check.plot_check(result, title="clip shifted 6 px, frames 40-51 grey"))\
+        .save(out)
+
+
 def thumbnail(image: Image.Image, out: Path, size=(512, 384)) -> None:
     image = image.copy()
     image.thumbnail(size, Image.LANCZOS)
@@ -95,6 +133,8 @@ def main() -> None:
     model = find_model_file(FACE_LANDMARKER, args.model)
     _, driving = default_inputs()
     sheet = framing_picture(model, driving, REPO / "docs" / "framing.jpg")
+    edit_picture(model, driving, REPO / "docs" / "edit.jpg")
+    check_picture(model, driving, REPO / "docs" / "check.png")
     thumbnail(sheet, REPO / "workflows" / "Follow-Your-Emoji animate a photo.jpg")
     landmarks = [p for p in (REPO / "workflows").glob("*.json") if "landmarks" in p.stem]
     for path in landmarks:
@@ -104,7 +144,8 @@ def main() -> None:
         shot = Image.open(SCREENSHOT).convert("RGB")
         shot.thumbnail((1600, 900), Image.LANCZOS)
         shot.save(REPO / "docs" / "workflow.jpg", quality=85)
-    print("written: docs/framing.jpg, docs/workflow.jpg (if the screenshot exists), workflows/*.jpg")
+    print("written: docs/framing.jpg, edit.jpg, check.png, icon.png, workflow.jpg (if the screenshot exists), "
+          "workflows/*.jpg")
 
 
 if __name__ == "__main__":
