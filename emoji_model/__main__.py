@@ -155,6 +155,7 @@ def _job_options(args) -> dict:
 def _animate_parser(commands) -> None:
     from .sampling.animate import WINDOW_MODES, SamplingOptions
     from .sampling.context import MAX_WINDOW, WEIGHTS
+    from .sampling.schedule import SUGGESTED_STEPS, scheduler_names
     from .downloads import SOURCES
 
     defaults = SamplingOptions()
@@ -183,6 +184,12 @@ def _animate_parser(commands) -> None:
     cmd.add_argument("--fusion", choices=list(WEIGHTS), default=defaults.fusion)
     cmd.add_argument("--loop", action="store_true", help="overlap windows wrap around (a looping driving video)")
     cmd.add_argument("--keyframe-stride", type=int, default=defaults.keyframe_stride)
+    cmd.add_argument("--scheduler", default=defaults.scheduler, metavar="NAME",
+                     help=f"solver: {', '.join(scheduler_names())} (default: {defaults.scheduler}, the official); "
+                          "steps matching DDIM-30 on the closed-form test: "
+                          + ", ".join(f"{name} {n}" for name, n in SUGGESTED_STEPS.items()))
+    cmd.add_argument("--compile", action="store_true",
+                     help="run the UNet through torch.compile (eager, with one warning, if that fails)")
     cmd.add_argument("--frames", type=int, default=None, help="only the first N driving frames")
     cmd.add_argument("--save-frames", type=Path, default=None, metavar="DIR",
                      help="also write every output frame as a lossless PNG into DIR")
@@ -275,7 +282,8 @@ def _animate(args) -> None:
     try:
         options = SamplingOptions(steps=args.steps, cfg=args.cfg, seed=args.seed, windows=args.windows,
                                   window_length=window_length, overlap=args.overlap, fusion=args.fusion,
-                                  loop=args.loop, keyframe_stride=args.keyframe_stride)
+                                  loop=args.loop, keyframe_stride=args.keyframe_stride, scheduler=args.scheduler,
+                                  compile=args.compile)
         check_options(options)
     except ValueError as exc:
         raise EmojiError(str(exc)) from None

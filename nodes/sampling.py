@@ -13,6 +13,7 @@ from ..emoji_model.landmarks.draw import Drawings
 from ..emoji_model.reference import VAE_SCALE_FACTOR
 from ..emoji_model.sampling import animate
 from ..emoji_model.sampling.context import MAX_WINDOW, WEIGHTS
+from ..emoji_model.sampling.schedule import SUGGESTED_STEPS, scheduler_names
 from .convert import to_latent
 from .models import clip_encoder, networks, vae_encoder
 from .progress import sampling_callback
@@ -165,7 +166,27 @@ class FYE_Sample:
                         "tooltip": "progressive: every k-th frame (and the last) is a keyframe.",
                     },
                 ),
-            }
+            },
+            "optional": {  # optional: graphs saved before these existed stay valid
+                "scheduler": (
+                    list(scheduler_names()),
+                    {
+                        "default": DEFAULTS.scheduler,
+                        "tooltip": "The solver: ddim is the official one. "
+                        + ", ".join(f"{name} ≈ {n} steps" for name, n in SUGGESTED_STEPS.items())
+                        + " reach DDIM-30's accuracy on a closed-form test (bench/steps.py): fewer steps, "
+                        "fewer UNet calls.",
+                    },
+                ),
+                "compile": (
+                    "BOOLEAN",
+                    {
+                        "default": DEFAULTS.compile,
+                        "tooltip": "Run the UNet through torch.compile: slow first step (compiling), faster after; "
+                        "if compiling fails it runs as usual, with one warning in the console.",
+                    },
+                ),
+            },
         }
 
     @classmethod
@@ -173,7 +194,8 @@ class FYE_Sample:
         return check_window_length(window_length) or True
 
     def sample(
-        self, model, reference, motion, steps, cfg, seed, windows, window_length, overlap, fusion, loop, keyframe_stride
+        self, model, reference, motion, steps, cfg, seed, windows, window_length, overlap, fusion, loop, keyframe_stride,
+        scheduler=DEFAULTS.scheduler, compile=DEFAULTS.compile,
     ):
         check_same_size(reference, motion)
         options = animate.SamplingOptions(
@@ -186,6 +208,8 @@ class FYE_Sample:
             fusion=fusion,
             loop=loop,
             keyframe_stride=keyframe_stride,
+            scheduler=scheduler,
+            compile=compile,
         )
         drawings = Drawings(motion)  # lazy: each window's frames are drawn when the sampler reads them
         latents = animate.sample(networks(model), reference, drawings, options, callback=sampling_callback())

@@ -22,7 +22,8 @@ from .config import (
 from .guider import LandmarkGuider
 from .motion import sinusoid_table
 from .referencenet import ReferenceNet
-from .unet3d import UNet3D
+from .speed import SpeedOptions
+from .unet3d import PreparedConditions, UNet3D
 
 __all__ = [
     "FULL",
@@ -30,7 +31,9 @@ __all__ = [
     "LandmarkGuider",
     "MotionModuleConfig",
     "NetworkConfigs",
+    "PreparedConditions",
     "ReferenceNet",
+    "SpeedOptions",
     "UNet3D",
     "UNet3DConfig",
     "UNetConfig",

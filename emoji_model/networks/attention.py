@@ -4,15 +4,70 @@ Both are diffusers-style processors (``processor(attn, hidden_states, encoder_hi
 for a diffusers ``Attention`` layer that holds the weights; extra inputs come in as call arguments through
 ``Attention.forward``. Frames are folded into the batch, frame-major within each batch row: row ``b·F + f``.
 SDPA throughout.
+
+What stays the same over the UNet calls of a sampling run can come in already projected (``UNet3D.prepare``):
+``ProjectedReference`` (a layer's reference keys/values) for ``attn1`` and ``ProjectedContext`` (a layer's context
+keys/values, and the one output of rows whose context tokens are all equal) for ``attn2``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
+
+
+@dataclass(frozen=True, eq=False)
+class ProjectedReference:
+    """A layer's reference tokens through its ``attn1.to_k``/``to_v``: k, v (1 | B, M, C'), projected once."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.k.shape
+
+    def __getitem__(self, rows) -> ProjectedReference:
+        return ProjectedReference(self.k[rows], self.v[rows])
+
+    @classmethod
+    def of(cls, attn: Attention, reference: torch.Tensor) -> ProjectedReference:
+        return cls(attn.to_k(reference), attn.to_v(reference))
+
+
+@dataclass(frozen=True, eq=False)
+class ProjectedContext:
+    """A layer's cross-attention context (B rows), projected once.
+
+    ``k``/``v`` (B, L, C') hold the rows that vary over their tokens (zeros elsewhere, never read); ``constant[b]``
+    is, for a row whose L context tokens are all equal, the layer's whole ``attn2`` output (1, C): identical keys give
+    every query the same uniform softmax, so the output is that one value row through ``to_out`` — the CFG uncond row
+    (all-zero CLIP states, so ``clip_fc`` gives its bias in every token) costs one token per layer instead of F·N
+    queries against 257 keys. None for the other rows.
+    """
+
+    k: torch.Tensor | None
+    v: torch.Tensor | None
+    constant: tuple[torch.Tensor | None, ...]
+
+    @classmethod
+    def of(cls, attn: Attention, context: torch.Tensor, uniform_rows: Sequence[bool]) -> ProjectedContext:
+        """``context`` (B, L, D) after ``clip_fc``; ``uniform_rows``: B booleans, True where all L tokens are equal."""
+        varying = [b for b, uniform in enumerate(uniform_rows) if not uniform]
+        k = v = None
+        if varying:
+            rows = context if len(varying) == len(uniform_rows) else context[varying]
+            k, v = attn.to_k(rows), attn.to_v(rows)
+            if len(varying) != len(uniform_rows):  # back to B rows, so that row b is k[b]
+                k = k.new_zeros(len(uniform_rows), *k.shape[1:]).index_copy(0, torch.tensor(varying, device=k.device), k)
+                v = v.new_zeros(len(uniform_rows), *v.shape[1:]).index_copy(0, torch.tensor(varying, device=v.device), v)
+        constant = tuple(_project_out(attn, attn.to_v(context[b, :1])) if uniform else None
+                         for b, uniform in enumerate(uniform_rows))
+        return cls(k, v, constant)
 
 
 def _split_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
@@ -84,27 +139,29 @@ class ReferenceAttnProcessor:
         if not rows:
             return _project_out(attn, _attend(attn, q, k, v))
 
-        if reference.shape[0] != 1 and len(rows) != batch:
+        if not isinstance(reference, ProjectedReference):
+            if reference.shape[0] != 1 and len(rows) != batch:
+                reference = reference[rows]
+            reference = ProjectedReference.of(attn, reference)
+        elif reference.shape[0] != 1 and len(rows) != batch:
             reference = reference[rows]
-        ref_k = _per_frame(attn.to_k(reference), len(rows), frames)  # (R·F, M, C')
-        ref_v = _per_frame(attn.to_v(reference), len(rows), frames)
+        ref_k = _per_frame(reference.k, len(rows), frames)  # (R·F, M, C')
+        ref_v = _per_frame(reference.v, len(rows), frames)
         if len(rows) == batch:
             out = _attend(attn, q, torch.cat([k, ref_k], dim=1), torch.cat([v, ref_v], dim=1))
             return _project_out(attn, out)
 
-        plain = [b for b in range(batch) if b not in rows]
-        q, k, v = (x.unflatten(0, (batch, frames)) for x in (q, k, v))  # (B, F, N, C')
-        out = torch.empty_like(q)
-        out[rows] = _attend(
-            attn,
-            q[rows].flatten(0, 1),
-            torch.cat([k[rows].flatten(0, 1), ref_k], dim=1),
-            torch.cat([v[rows].flatten(0, 1), ref_v], dim=1),
-        ).unflatten(0, (len(rows), frames))
-        out[plain] = _attend(attn, q[plain].flatten(0, 1), k[plain].flatten(0, 1), v[plain].flatten(0, 1)).unflatten(
-            0, (len(plain), frames)
-        )
-        return _project_out(attn, out.flatten(0, 1))
+        # row by row (slices, no gathers): the rows off the mask run plain self-attention
+        outs, r = [], 0
+        for b in range(batch):
+            span = slice(b * frames, (b + 1) * frames)
+            if b in rows:
+                ks, vs = ref_k[r * frames : (r + 1) * frames], ref_v[r * frames : (r + 1) * frames]
+                outs.append(_attend(attn, q[span], torch.cat([k[span], ks], dim=1), torch.cat([v[span], vs], dim=1)))
+                r += 1
+            else:
+                outs.append(_attend(attn, q[span], k[span], v[span]))
+        return _project_out(attn, torch.cat(outs))
 
 
 class SharedContextAttnProcessor:
@@ -113,13 +170,16 @@ class SharedContextAttnProcessor:
     ``hidden_states`` (B·F, N, C) and ``encoder_hidden_states`` (B, L, D): the queries of a row's F frames are
     attended as one sequence of F·N queries against that row's keys/values (queries do not interact, so this is
     exactly per-frame attention), and the context is projected once per row instead of once per frame. With
-    ``B·F == B`` (F = 1) it is ordinary cross-attention.
+    ``B·F == B`` (F = 1) it is ordinary cross-attention. ``encoder_hidden_states`` may be a ``ProjectedContext``
+    (projected once per sampling run; constant rows answered without attention).
     """
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         if attention_mask is not None:
             raise ValueError("SharedContextAttnProcessor takes no attention mask")
+        if isinstance(encoder_hidden_states, ProjectedContext):
+            return _projected_cross_attention(attn, hidden_states, encoder_hidden_states)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         n, t, _ = hidden_states.shape
         batch = context.shape[0]
@@ -128,3 +188,21 @@ class SharedContextAttnProcessor:
         q = attn.to_q(hidden_states).reshape(batch, (n // batch) * t, -1)  # (B, F·N, C')
         out = _attend(attn, q, attn.to_k(context), attn.to_v(context))  # (B, F·N, C')
         return _project_out(attn, out.reshape(n, t, -1))
+
+
+def _projected_cross_attention(attn: Attention, hidden_states: torch.Tensor, context: ProjectedContext) -> torch.Tensor:
+    """``attn2`` against a ``ProjectedContext``: hidden_states (B·F, N, C) → (B·F, N, C)."""
+    n, t, _ = hidden_states.shape
+    batch = len(context.constant)
+    if n % batch:
+        raise ValueError(f"{n} query rows do not split into {batch} context rows")
+    per = n // batch
+    outs = []
+    for b, constant in enumerate(context.constant):
+        if constant is not None:
+            outs.append(constant.to(hidden_states.dtype).expand(per, t, -1))
+            continue
+        q = attn.to_q(hidden_states[b * per : (b + 1) * per]).reshape(1, per * t, -1)  # (1, F·N, C')
+        out = _attend(attn, q, context.k[b : b + 1], context.v[b : b + 1])
+        outs.append(_project_out(attn, out.reshape(per, t, -1)))
+    return outs[0].contiguous() if batch == 1 else torch.cat(outs)

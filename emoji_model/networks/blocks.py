@@ -1,5 +1,6 @@
 """Down, mid and up blocks of the SD-1.x UNet, for both networks: diffusers resnets and resamplers, our spatial
 transformers, and (UNet3D only) a motion module after each layer.
+``context`` is one tensor for every transformer of a block, or one entry per transformer (``ProjectedContext``s).
 
 Tensors are images (N, C, h, w) with N = B·F (frames folded into the batch, frame-major per row; F = 1 for the
 ReferenceNet). Keys follow the official layout: ``resnets.i``, ``attentions.i``, ``motion_modules.i``,
@@ -63,7 +64,8 @@ class _Block(nn.Module):
     def _layer(self, i, x, context, frames, references, reference_mask, features):
         """Layer i after its resnet: x (B·F, C, h, w) → same shape, or None after a truncated transformer."""
         if self.attentions is not None:
-            x, normed = self.attentions[i](x, context, frames, reference=references[i] if references else None,
+            layer_context = context[i] if isinstance(context, (tuple, list)) else context  # per layer when projected
+            x, normed = self.attentions[i](x, layer_context, frames, reference=references[i] if references else None,
                                            reference_mask=reference_mask)
             if features is not None:
                 features.append(normed)

@@ -94,8 +94,11 @@ class TemporalTransformer(nn.Module):
         tokens = self.proj_in(tokens.contiguous())  # (B·h·w, F, C); at batch 1 reshape leaves a strided view (slow matmul)
         for block in self.transformer_blocks:
             tokens = block(tokens)
-        tokens = self.proj_out(tokens)
-        out = tokens.reshape(batch, h * w, frames, c).permute(0, 2, 3, 1).reshape(n, c, h, w)
+        tokens = self.proj_out(tokens).reshape(batch, h * w, frames, c)
+        if x.is_contiguous(memory_format=torch.channels_last):  # (B·F, h, w, C) in memory: one copy, C-runs kept
+            out = tokens.transpose(1, 2).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        else:
+            out = tokens.permute(0, 2, 3, 1).reshape(n, c, h, w)
         return out + x
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from .blocks import build_unet_body, timestep_embedding
 from .config import UNetConfig
+from .speed import SpeedOptions, set_matmul_projections, to_memory_format, use_channels_last
 
 
 class ReferenceNet(nn.Module):
@@ -22,6 +23,7 @@ class ReferenceNet(nn.Module):
         super().__init__()
         self.config = cfg
         build_unet_body(self, cfg, motion=None, norm1_only_last=True)
+        self.speed = SpeedOptions()  # only ``channels_last`` and ``matmul_projections`` apply here
 
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """sample (B, 4, h, w) clean reference latent, timestep (0 in the pipeline), encoder_hidden_states
@@ -29,7 +31,9 @@ class ReferenceNet(nn.Module):
         context = self.clip_fc(encoder_hidden_states)  # (B, L, cross_attention_dim)
         temb = timestep_embedding(self.time_proj, self.time_embedding, timestep, sample.shape[0], sample.device)
         features: list[torch.Tensor] = []
-        x = self.conv_in(sample)
+        use_channels_last(self, self.conv_in.weight, self.speed.channels_last)
+        set_matmul_projections(self, self.speed.matmul_projections)
+        x = self.conv_in(to_memory_format(sample, self.speed.channels_last))
         skips = [x]
         for block in self.down_blocks:
             x, block_skips = block(x, temb, context, features=features)

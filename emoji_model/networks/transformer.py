@@ -66,15 +66,31 @@ class SpatialTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList([TransformerBlock(channels, heads, context_dim, norm1_only)])
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)  # kept (and loaded) even when norm1_only
 
+    matmul_projections = True  # SpeedOptions.matmul_projections (set by the UNets' forward)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int = 1, **reference) -> tuple:
         """x (B·F, C, h, w) → (out (B·F, C, h, w) or None if norm1_only, norm1 tokens (B·F, h·w, C));
-        ``reference``: ``TransformerBlock``'s ``reference`` and ``reference_mask``."""
+        ``reference``: ``TransformerBlock``'s ``reference`` and ``reference_mask``.
+
+        ``matmul_projections`` (NCHW activations): the 1×1 ``proj_in``/``proj_out`` as batched matrix products that
+        read the NCHW map as transposed token matrices (no copy either way) and give an NCHW output; otherwise the
+        convolutions, whose output on the token view is channels-last-strided (and so is everything after it)."""
         n, c, h, w = x.shape
-        tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B·F, h·w, C)
+        nchw = self.matmul_projections and x.is_contiguous()
+        if nchw:
+            weight = self.proj_in.weight.view(c, c)
+            tokens = torch.baddbmm(self.proj_in.bias, self.norm(x).flatten(2).transpose(1, 2),
+                                   weight.t().expand(n, c, c))  # (B·F, h·w, C), contiguous
+        else:
+            tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (B·F, h·w, C); a view when NHWC
         normed = None
         for block in self.transformer_blocks:
             tokens, normed = block(tokens, context, frames, **reference)
             if tokens is None:
                 return None, normed
-        out = self.proj_out(tokens.transpose(1, 2).reshape(n, c, h, w))
+        if nchw:
+            out = torch.bmm(self.proj_out.weight.view(c, c).expand(n, c, c), tokens.transpose(1, 2))
+            out = out.add_(self.proj_out.bias[:, None]).view(n, c, h, w)
+        else:
+            out = self.proj_out(tokens.transpose(1, 2).reshape(n, c, h, w))  # channels-last view of the tokens
         return out + x, normed

@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from ..errors import SamplingError
+from ..networks.speed import SpeedOptions, cpu_heap
 from ..reference import clip_input, fit_and_pad, vae_input
 from .context import MAX_WINDOW, check_window, get_weights, get_window_schedule, weights_flat, windows_overlap
 from .denoiser import build_denoiser, check_cfg, check_finite
 from .progressive import plan_progressive
 from .sampler import sample_progressive, sample_windows
-from .schedule import get_timesteps
+from .schedule import DEFAULT_SCHEDULER, get_timesteps, make_scheduler
 
 SCALING_FACTOR = 0.18215  # sd-vae-ft-mse: latents live in the model's space as VAE mean × 0.18215
 WINDOW_MODES = ("official", "overlap", "progressive")
@@ -129,11 +130,15 @@ class SamplingOptions:
     fusion: str = "pyramid"  # "pyramid" | "flat" | "linear": weights of overlapping predictions (overlap / progressive)
     loop: bool = False  # overlap: windows wrap around the end (a looping driving video)
     keyframe_stride: int = 4  # progressive: every k-th frame (and the last) is a keyframe
+    scheduler: str = DEFAULT_SCHEDULER  # "ddim" (official) | "dpmpp_2m" | "unipc" | "euler": schedule.SCHEDULERS
+    compile: bool = False  # the UNet through torch.compile (eager, with one warning, if that fails)
+    speed: SpeedOptions = SpeedOptions()  # the exact speed-ups (all on; for comparisons)
 
 
 def check_options(options: SamplingOptions) -> None:
     """``ValueError`` naming the bad option."""
     get_timesteps(options.steps)  # validates steps
+    make_scheduler(options.scheduler)  # unknown (the names listed) or refused (the reason)
     check_cfg(options.cfg)
     if options.windows not in WINDOW_MODES:
         raise ValueError(f"Unknown window mode {options.windows!r}; choose one of {', '.join(WINDOW_MODES)}")
@@ -237,18 +242,24 @@ def sample(
         raise ValueError(f"noise must be (1, 4, {num_frames}, {h}, {w}), got {tuple(noise.shape)}")
     noise = check_finite(noise.to(device=device, dtype=torch.float32), "The initial noise")
 
-    denoise = build_denoiser(networks, reference, landmarks, options.cfg)
-    timesteps = get_timesteps(options.steps)
+    with cpu_heap(options.speed.cpu_heap and device.type == "cpu"):
+        return _sample(networks, noise, num_frames, reference, landmarks, options, callback)
+
+
+def _sample(networks, noise, num_frames, reference, landmarks, options, callback) -> torch.Tensor:
+    denoise = build_denoiser(networks, reference, landmarks, options.cfg, options.speed, options.compile)
+    timesteps = get_timesteps(options.steps, options.scheduler)
+    scheduler = make_scheduler(options.scheduler)
     report = _counting(callback, sum(window_plan(options, num_frames)))
     if options.windows == "progressive":
         plan = plan_progressive(num_frames, options.keyframe_stride, options.window_length, options.overlap)
         weights = partial(get_weights(options.fusion), overlap=options.overlap)
         x = sample_progressive(denoise, noise, timesteps, plan, options.window_length, options.overlap, weights,
-                               callback=report)
+                               scheduler, callback=report)
     else:
         weights = weights_flat if options.windows == "official" else partial(get_weights(options.fusion),
                                                                              overlap=options.overlap)
-        x = sample_windows(denoise, noise, timesteps, _windows_fn(options), weights, callback=report)
+        x = sample_windows(denoise, noise, timesteps, _windows_fn(options), weights, scheduler, callback=report)
     return check_finite(x, "The sampled latents")[0].transpose(0, 1).contiguous()  # (F, 4, h, w)
 
 

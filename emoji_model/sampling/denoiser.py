@@ -13,6 +13,11 @@
 
 The official averages the [uncond; cond] outputs over windows first and guides after; guidance is linear, so with
 its equal weights guiding per window first is the same up to float rounding (measured ≤ 1e-6).
+
+Exact speed-ups (``networks.SpeedOptions``): the UNet's conditions are ``prepare``d once per sampling run (reference
+and context keys/values projected once per layer, the uncond row's constant cross-attention), the guider's features
+are kept per frame across steps (within a memory budget), and ``compile`` runs the UNet through ``torch.compile``
+(eager, with one warning, if that fails).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import SamplingError
+from ..networks.speed import CompiledOrEager, SpeedOptions
 from .sampler import Denoiser
 
 
@@ -63,11 +69,13 @@ def _module_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     return param.device, param.dtype
 
 
-def build_denoiser(networks, reference, landmarks, cfg: float) -> Denoiser:
+def build_denoiser(networks, reference, landmarks, cfg: float, speed: SpeedOptions = SpeedOptions(),
+                   compile: bool = False) -> Denoiser:
     """``denoise(x (1, 4, n, h, w) float32, t, frames) -> v (1, 4, n, h, w) float32`` for one window.
 
     ``networks``: ``FollowYourEmojiNetworks`` (``.unet``, ``.guider``); ``reference``: ``animate.Reference``;
-    ``landmarks``: (F, H, W, 3) drawings at the reference's size (see ``landmark_window``).
+    ``landmarks``: (F, H, W, 3) drawings at the reference's size (see ``landmark_window``); ``speed``: which exact
+    speed-ups to use; ``compile``: the UNet through ``torch.compile``.
     """
     cfg = check_cfg(cfg)
     unet, guider = networks.unet, networks.guider
@@ -77,16 +85,59 @@ def build_denoiser(networks, reference, landmarks, cfg: float) -> Denoiser:
     cond = reference.clip_states.to(device=device, dtype=dtype)  # (1, L, 1024)
     states = cond if cfg == 1 else torch.cat([torch.zeros_like(cond), cond])  # [uncond, cond]: zero CLIP states
     mask = None if cfg == 1 else (False, True)  # the uncond row runs plain self-attention (no reference)
+    prepare = getattr(unet, "prepare", None)  # a wrapped UNet (a host's, a test's) takes the plain arguments
+    with torch.no_grad():  # once per sampling run, or at every call when project_once is off
+        prepared = prepare(states, features, mask, speed, project=True) if prepare and speed.project_once else None
+    model = CompiledOrEager(unet) if compile else unet
+    landmark_features = _landmark_features(guider, landmarks, speed, device, dtype, guider_device, guider_dtype)
 
     @torch.no_grad()
     def denoise(x: torch.Tensor, t: int, frames: list[int]) -> torch.Tensor:
-        pixels = landmark_window(landmarks, frames, device=guider_device, dtype=guider_dtype)
-        landmark_features = guider(pixels).to(device=device, dtype=dtype)  # (1, C0, n, h, w), shared by both rows
+        lmk = landmark_features(frames)  # (1, C0, n, h, w), shared by both rows
         sample = x.to(device=device, dtype=dtype)
         if cfg != 1:
             sample = sample.expand(2, *sample.shape[1:])
-        out = unet(sample, t, states, landmark_features, features, mask).float()
+        if prepare is None:
+            out = model(sample, t, states, lmk, features, mask)
+        else:
+            conditions = prepared or prepare(states, features, mask, speed, project=False)
+            out = model(sample, t, landmark_features=lmk, conditions=conditions)
+        out = out.float()
         v = out if cfg == 1 else out[:1] + cfg * (out[1:] - out[:1])
         return check_finite(v, f"The denoiser's prediction at timestep {t} for frames {frames[0]}…{frames[-1]}")
 
     return denoise
+
+
+def _landmark_features(guider, landmarks, speed: SpeedOptions, device, dtype, guider_device, guider_dtype):
+    """``features(frames) -> (1, C0, n, h, w)`` in the UNet's dtype: the guider on those frames, each frame's
+    features kept (``speed.cache_landmarks``) while they fit in ``speed.landmark_cache_bytes`` — the guider works
+    frame by frame, so a kept frame is the same whichever window asks for it."""
+    kept: dict[int, torch.Tensor] = {}
+    budget = [speed.landmark_cache_bytes if speed.cache_landmarks else 0]
+
+    def run(frames) -> torch.Tensor:
+        pixels = landmark_window(landmarks, frames, device=guider_device, dtype=guider_dtype)
+        return guider(pixels).to(device=device, dtype=dtype)  # (1, C0, n, h, w)
+
+    @torch.no_grad()
+    def features(frames: list[int]) -> torch.Tensor:
+        if not speed.cache_landmarks:
+            return run(frames)
+        missing = [f for f in dict.fromkeys(frames) if f not in kept]
+        if missing:
+            fresh = run(missing)
+            for i, f in enumerate(missing):
+                frame = fresh[0, :, i]
+                size = frame.numel() * frame.element_size()
+                if size <= budget[0]:
+                    kept[f] = frame.clone()  # its own storage, so the window's buffer can go
+                    budget[0] -= size
+            if len(missing) == len(frames) and list(missing) == list(frames):
+                return fresh
+            fresh_at = {f: fresh[0, :, i] for i, f in enumerate(missing)}
+        else:
+            fresh_at = {}
+        return torch.stack([kept[f] if f in kept else fresh_at[f] for f in frames], dim=1).unsqueeze(0)
+
+    return features

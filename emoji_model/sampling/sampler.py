@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
@@ -43,31 +44,54 @@ def sample_windows(
     """DDIM, eta 0, v-prediction (Song et al. 2021) over context windows fused per frame; x (B, C, F, h, w).
 
     ``scheduler`` (default ``make_scheduler()``) makes the steps and re-noises ``fixed``; its ``set_timesteps`` is
-    called with ``len(timesteps)``, from which ``step`` takes each step's t_prev (``schedule.prev_timestep``)."""
-    timesteps = [int(t) for t in timesteps]
+    called with ``len(timesteps)``, from which ``step`` takes each step's t_prev (``schedule.prev_timestep``).
+    Another diffusers scheduler (``make_scheduler(name)``: DPM-Solver++, UniPC, Euler) steps the same fused
+    v-predictions at its own timesteps (``get_timesteps(steps, name)``): ``x`` is scaled by its
+    ``init_noise_sigma`` and the windows see ``scale_model_input(x, t)``; a multistep solver keeps its history on the
+    whole tensor, which is right since the fused prediction covers every frame."""
+    timesteps = [int(t) if float(t).is_integer() else float(t) for t in timesteps]
     if not timesteps:
         raise ValueError("need at least one timestep")
     scheduler = make_scheduler() if scheduler is None else scheduler
-    scheduler.set_timesteps(len(timesteps))
+    with np.errstate(divide="ignore"):  # zero SNR: some schedulers' σ table is infinite at t = 999 before clamping
+        scheduler.set_timesteps(len(timesteps))
+    ddim = isinstance(scheduler, DDIMScheduler)
     x = x.to(torch.float32, copy=True)
+    if float(scheduler.init_noise_sigma) != 1.0:
+        x = x * float(scheduler.init_noise_sigma)
     for i, t in enumerate(timesteps):
         if fixed is not None:
             x = hold_fixed(x, fixed, t, scheduler)
+        t_step = t if ddim else scheduler.timesteps[i]  # some schedulers take only their own timestep tensors
+        model_input = x if ddim else scheduler.scale_model_input(x, t_step)
         windows = windows_fn(x.shape[2], step_index=i)
         fusion = WindowFusion(x)
         for w, window in enumerate(windows):
             if callback is not None:
                 callback({"step": i, "steps": len(timesteps), "window": w, "windows": len(windows)})
-            fusion.add(window, denoise(x[:, :, window], t, list(window)), weights_fn(len(window)))
-        # DDIM step on the fused v-prediction (divided in place: no extra full-size tensor), in float32
-        out = scheduler.step(fusion.result(inplace=True).float(), t, x, eta=0.0)
-        x, denoised = out.prev_sample, out.pred_original_sample
-        del fusion, out  # frees the fused prediction before the next step allocates its buffer
+            fusion.add(window, denoise(model_input[:, :, window], t, list(window)), weights_fn(len(window)))
+        # the step on the fused v-prediction (divided in place: no extra full-size tensor), in float32
+        v = fusion.result(inplace=True).float()
+        if ddim:
+            out = scheduler.step(v, t, x, eta=0.0)
+            x, denoised = out.prev_sample, out.pred_original_sample
+        else:
+            denoised = _x0_from_v(scheduler, model_input, v, t) if callback is not None else None
+            x = scheduler.step(v, t_step, x).prev_sample
+        del fusion, v, model_input  # frees the fused prediction before the next step allocates its buffer
         if callback is not None:
             info = {"step": i, "steps": len(timesteps), "window": len(windows), "windows": len(windows)}
             callback({**info, "x": x, "denoised": denoised})
         del denoised
-    return x if fixed is None else hold_fixed(x, fixed, prev_timestep(timesteps[-1], len(timesteps)), scheduler)
+    if fixed is None:
+        return x
+    return hold_fixed(x, fixed, prev_timestep(timesteps[-1], len(timesteps)) if ddim else -1, scheduler)
+
+
+def _x0_from_v(scheduler, x: torch.Tensor, v: torch.Tensor, t) -> torch.Tensor:
+    """The clean latents a v-prediction implies, x0 = √ᾱ·x − √(1−ᾱ)·v (x: the model's input), for previews."""
+    alpha = scheduler.alphas_cumprod[int(round(float(t)))].to(x.device, torch.float32)
+    return alpha.sqrt() * x - (1 - alpha).sqrt() * v
 
 
 @torch.no_grad()

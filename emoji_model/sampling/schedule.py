@@ -14,12 +14,21 @@ It is diffusers' ``DDIMScheduler`` with the official config (``make_scheduler``)
 
 One step: timesteps ``[999]`` and t_prev = −1. At t = 999 the zero-SNR schedule has ᾱ = 0, so the latent is pure
 noise, ``x0 = −v`` and the step returns that prediction as the clean latent: one model call, no refinement.
+
+
+Other solvers (``SCHEDULERS``): diffusers' DPM-Solver++ 2M, UniPC and Euler with the same betas, zero terminal SNR,
+v-prediction and trailing spacing (``make_scheduler(name)``), stepping the same fused v-predictions; the official
+DDIM stays the default. ``SUGGESTED_STEPS``: the steps each needs to match DDIM-30 on the closed-form test model
+(``bench/steps.py``). Schedulers that cannot rescale to zero SNR or predict v are refused with the reason.
 """
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
+import diffusers
+import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
@@ -39,9 +48,77 @@ OFFICIAL_SCHEDULER_CONFIG = {
 NUM_TRAIN_TIMESTEPS = OFFICIAL_SCHEDULER_CONFIG["num_train_timesteps"]
 
 
-def make_scheduler() -> DDIMScheduler:
-    """A fresh diffusers ``DDIMScheduler`` with the official config (use it with ``eta=0``)."""
-    return DDIMScheduler(**OFFICIAL_SCHEDULER_CONFIG)
+DEFAULT_SCHEDULER = "ddim"
+# name → (diffusers class name, settings on top of the official config)
+SCHEDULERS = {
+    "ddim": ("DDIMScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler",
+                 {"algorithm_type": "dpmsolver++", "solver_order": 2, "final_sigmas_type": "zero"}),
+    "unipc": ("UniPCMultistepScheduler", {"solver_order": 2, "final_sigmas_type": "zero"}),
+    "euler": ("EulerDiscreteScheduler", {"final_sigmas_type": "zero"}),
+}
+# names a user may try that cannot sample these weights (checked by ``check_scheduler_class`` or stated here)
+REFUSED = {
+    "heun": ("HeunDiscreteScheduler", None),
+    "lms": ("LMSDiscreteScheduler", None),
+    "pndm": ("PNDMScheduler", None),
+    "deis": ("DEISMultistepScheduler", None),
+    "dpmpp_2s": ("DPMSolverSinglestepScheduler", None),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler",
+                        "it adds fresh noise at every step (ancestral sampling): not a deterministic solver of the "
+                        "probability-flow ODE, so seeds and steps would not compare with DDIM's"),
+    "dpmpp_sde": ("DPMSolverSDEScheduler", None),
+}
+# steps (UNet calls per window) to match DDIM-30's error on the closed-form test models, the larger of the single
+# Gaussian's and the mixture's (bench/steps.py: mixture dpmpp_2m 12, unipc 10, euler 30; Gaussian 16, 16, 40)
+SUGGESTED_STEPS = {"ddim": 30, "dpmpp_2m": 16, "unipc": 16, "euler": 40}
+
+
+def check_scheduler_class(cls) -> None:
+    """``ValueError`` with the reason when a diffusers scheduler class cannot sample the Follow-Your-Emoji weights:
+    they predict v on a zero-terminal-SNR schedule with trailing timesteps, and the window sampler calls the model
+    once per timestep."""
+    params = inspect.signature(cls.__init__).parameters
+    name = cls.__name__
+    if "rescale_betas_zero_snr" not in params:
+        raise ValueError(f"{name} cannot rescale its betas to zero terminal SNR (no rescale_betas_zero_snr), which "
+                         "the Follow-Your-Emoji UNet was trained with: its first step would not start from pure noise")
+    if "prediction_type" not in params:
+        raise ValueError(f"{name} cannot take v-predictions (no prediction_type), which the UNet makes")
+    if "timestep_spacing" not in params:
+        raise ValueError(f"{name} has no trailing timestep spacing: with zero SNR its first step would skip t = 999")
+    if getattr(cls, "order", 1) != 1:
+        raise ValueError(f"{name} calls the model {cls.order} times per timestep; the window sampler calls it once")
+
+
+def scheduler_names() -> tuple[str, ...]:
+    return tuple(SCHEDULERS)
+
+
+def make_scheduler(name: str = DEFAULT_SCHEDULER):
+    """A fresh diffusers scheduler with the official config: ``ddim`` (the official, use it with ``eta=0``) or one
+    of ``SCHEDULERS``. ``ValueError`` for an unknown name (listing the names) or a refused scheduler (the reason)."""
+    if name in REFUSED:
+        class_name, reason = REFUSED[name]
+        if reason is None:
+            try:
+                check_scheduler_class(getattr(diffusers, class_name))
+                reason = "it is not one of the tested solvers"
+            except ValueError as why:
+                reason = str(why)
+        raise ValueError(f"scheduler {name!r} ({class_name}) is refused: {reason}. Choose one of "
+                         f"{', '.join(SCHEDULERS)}")
+    if name not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    class_name, extra = SCHEDULERS[name]
+    if name == "ddim":
+        return DDIMScheduler(**OFFICIAL_SCHEDULER_CONFIG)
+    cls = getattr(diffusers, class_name)
+    check_scheduler_class(cls)
+    params = inspect.signature(cls.__init__).parameters
+    config = {k: v for k, v in {**OFFICIAL_SCHEDULER_CONFIG, **extra}.items() if k in params}
+    with np.errstate(divide="ignore"):  # σ = √((1 − ᾱ)/ᾱ) is infinite at zero SNR before diffusers clamps ᾱ_999
+        return cls(**config)
 
 
 def _check_steps(steps: int) -> int:
@@ -50,11 +127,13 @@ def _check_steps(steps: int) -> int:
     return int(steps)
 
 
-def get_timesteps(steps: int) -> torch.Tensor:
-    """The ``steps`` timesteps of the official DDIM sampler, (steps,) int64, decreasing from 999."""
-    scheduler = make_scheduler()
-    scheduler.set_timesteps(_check_steps(steps))
-    return scheduler.timesteps.clone()
+def get_timesteps(steps: int, scheduler: str = DEFAULT_SCHEDULER) -> torch.Tensor:
+    """The ``steps`` timesteps of the official DDIM sampler, (steps,) int64, decreasing from 999 (or those of the
+    named scheduler)."""
+    made = make_scheduler(scheduler)
+    with np.errstate(divide="ignore"):
+        made.set_timesteps(_check_steps(steps))
+    return made.timesteps.clone()
 
 
 def prev_timestep(t: int, steps: int) -> int:
