@@ -8,7 +8,7 @@ Run: ./dev bench pictures   (after ./dev test tests/test_frontend.py, it also ta
 - docs/check.png: a Check Motion chart;
 - docs/icon.png: the registry icon (the crop with the features the model follows);
 - docs/workflow.jpg: the shipped workflow in ComfyUI's editor (the browser test's screenshot,
-  tests/.output/frontend/open_Follow-Your-Emoji_animate_a_photo.png);
+  tests/.output/frontend/graph_Follow-Your-Emoji_animate_a_photo.png, once its missing-models dialog is closed);
 - workflows/<name>.jpg: each shipped workflow's thumbnail in the editor's templates browser.
 """
 
@@ -29,7 +29,7 @@ from emoji_model import framing  # noqa: E402
 from emoji_model.landmarks import draw  # noqa: E402
 from emoji_model.pipeline import portrait_motion  # noqa: E402
 
-SCREENSHOT = REPO / "tests" / ".output" / "frontend" / "open_Follow-Your-Emoji_animate_a_photo.png"
+SCREENSHOT = REPO / "tests" / ".output" / "frontend" / "graph_Follow-Your-Emoji_animate_a_photo.png"
 
 
 def photo() -> np.ndarray:
