@@ -49,7 +49,9 @@ RECORDED = {
     "date": "2026-12-02",
     "torch": "2.13.0+cpu (both)",
     "size": 256, "frames": 8, "step_frames": 16, "threads": 2,
-    "seconds": {},  # filled from the recorded run: {dtype: {bench: {"official": s, "ours": s}}}
+    # the official's medians of two alternating rounds (this Xeon, load 1-2): {dtype: {bench: s, bench + "_cpu": CPU s}}
+    "seconds": {"fp32": {"referencenet": 3.05, "cfg": 24.60, "nocfg": 12.64, "step": 50.84,
+                         "referencenet_cpu": 5.98, "cfg_cpu": 48.47, "nocfg_cpu": 24.88, "step_cpu": 99.23}},
 }
 
 SD15_UNET = {  # lambdalabs/sd-image-variations-diffusers unet/config.json
@@ -125,10 +127,15 @@ def inputs(size: int, frames: int, step_frames: int):
     }
 
 
+CPU_SECONDS: dict[float, float] = {}  # wall seconds of a timed call → its process CPU seconds
+
+
 def timed(fn):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - start, out
+    seconds = time.perf_counter() - start
+    CPU_SECONDS[seconds] = time.process_time() - cpu
+    return seconds, out
 
 
 # ---- the official side ------------------------------------------------------------------------------------------
@@ -211,8 +218,9 @@ def official_worker(args, dtype):
             else:
                 seconds, out = timed(lambda: step(feats2))
                 outputs["step"] = out
-            results[bench] = seconds
-            print(f"  official {bench}: {seconds:.2f} s", file=sys.stderr, flush=True)
+            results[bench], results[f"{bench}_cpu"] = seconds, CPU_SECONDS[seconds]
+            print(f"  official {bench}: {seconds:.2f} s (CPU {CPU_SECONDS[seconds]:.2f} s), load "
+                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     return results, outputs, checksum(referencenet, unet, guider)
 
 
@@ -293,8 +301,9 @@ def ours_worker(args, dtype):
             else:
                 seconds, out = timed(step)
                 outputs["step"] = out
-            results[bench] = seconds
-            print(f"  ours {bench}: {seconds:.2f} s", file=sys.stderr, flush=True)
+            results[bench], results[f"{bench}_cpu"] = seconds, CPU_SECONDS[seconds]
+            print(f"  ours {bench}: {seconds:.2f} s (CPU {CPU_SECONDS[seconds]:.2f} s), load "
+                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
 
         heap.__exit__(None, None, None)
         if args.ablation:  # the CFG call with each exact speed-up alone, none and all, alternating
@@ -304,6 +313,7 @@ def ours_worker(args, dtype):
                 configs[f"{field} alone"] = dataclasses.replace(none, **{field: True})
             configs["all + channels_last"] = dataclasses.replace(speed, channels_last=True)
             ablation = {name: [] for name in configs}
+            ablation_cpu = {name: [] for name in configs}
             for _ in range(args.ablation):
                 for name, options in configs.items():
                     use_channels_last(unet, unet.conv_in.weight, options.channels_last)
@@ -316,8 +326,10 @@ def ours_worker(args, dtype):
                         else:
                             seconds, _ = timed(lambda: call(prepared, True))
                     ablation[name].append(seconds)
-                    print(f"  ablation {name}: {seconds:.2f} s", file=sys.stderr, flush=True)
-            results["ablation"] = ablation
+                    ablation_cpu[name].append(CPU_SECONDS[seconds])
+                    print(f"  ablation {name}: {seconds:.2f} s (CPU {CPU_SECONDS[seconds]:.2f} s)", file=sys.stderr,
+                          flush=True)
+            results["ablation"], results["ablation_cpu"] = ablation, ablation_cpu
             use_channels_last(unet, unet.conv_in.weight, speed.channels_last)
     return results, outputs, checksum(referencenet, unet, guider)
 
@@ -329,7 +341,8 @@ def worker(args) -> None:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     run = official_worker if args.worker == "official" else ours_worker
     results, outputs, weights_sum = run(args, dtype)
-    results.update(torch=torch.__version__, weights_checksum=weights_sum, peak_rss_gib=_peak_rss_gib())
+    results.update(torch=torch.__version__, weights_checksum=weights_sum, peak_rss_gib=_peak_rss_gib(),
+                   load=os.getloadavg()[0])
     out = Path(args.out)
     torch.save({k: v.float().contiguous() for k, v in outputs.items()}, out / "outputs.pt")
     (out / "result.json").write_text(json.dumps(results))
@@ -451,14 +464,19 @@ def report(dtype: str, runs: dict, outputs: dict, args) -> None:
     official = "official" in runs
     print(header + ("  ratio (official / ours, same torch)" if official and "ours" in runs else ""))
     recorded = RECORDED["seconds"].get(dtype, {})
-    for bench in args.benches:
-        med = {side: statistics.median(r[bench] for r in runs[side]) for side in sides}
-        line = f"{LABELS[bench]:42s}" + "".join(f"{med[side]:20.2f}" for side in sides)
-        if official and "ours" in med:
-            line += f"  {med['official'] / med['ours']:.2f}×"
-        elif bench in recorded:
-            line += f"  [recorded official {recorded[bench]['official']:.2f} s: {recorded[bench]['official'] / med[sides[-1]]:.2f}×]"
-        print(line)
+    for suffix, what in (("", "wall seconds"), ("_cpu", "process CPU seconds (less sensitive to other jobs)")):
+        print(f"  {what}:")
+        for bench in args.benches:
+            med = {side: statistics.median(r[bench + suffix] for r in runs[side]) for side in sides}
+            line = f"{LABELS[bench]:42s}" + "".join(f"{med[side]:20.2f}" for side in sides)
+            if official and "ours" in med:
+                line += f"  {med['official'] / med['ours']:.2f}×"
+            elif bench + suffix in recorded:
+                was = recorded[bench + suffix]
+                line += f"  [recorded official {was:.2f} s: {was / med[sides[-1]]:.2f}×]"
+            print(line)
+    loads = [r.get("load", 0.0) for side in sides for r in runs[side]]
+    print(f"  1-minute load during the runs: {min(loads):.1f} … {max(loads):.1f}")
     ours = "ours" if "ours" in runs else sides[-1]
     print(f"  ours, once per sampling run: prepare {statistics.median(r['prepare_s'] for r in runs[ours]):.2f} s "
           f"(reference and context keys/values of all layers)")
@@ -476,12 +494,13 @@ def report(dtype: str, runs: dict, outputs: dict, args) -> None:
         print(f"  official figures: recorded {RECORDED['date']} on {RECORDED['machine']}, torch {RECORDED['torch']} "
               "(not measured now: pass --official PATH)")
     for side in sides:
-        ablation = runs[side][0].get("ablation")
-        if ablation:
-            base = statistics.median(ablation["none"])
-            print(f"  ablation ({side}), CFG call: " + "; ".join(
-                f"{name} {statistics.median(v):.2f} s ({base / statistics.median(v):.2f}×)"
-                for name, v in ablation.items()))
+        for key, what in (("ablation", "wall"), ("ablation_cpu", "CPU")):
+            ablation = runs[side][0].get(key)
+            if ablation:
+                base = statistics.median(ablation["none"])
+                print(f"  ablation ({side}), CFG call, {what} s, medians of {len(ablation['none'])}: " + "; ".join(
+                    f"{name} {statistics.median(v):.2f} ({base / statistics.median(v):.2f}×)"
+                    for name, v in ablation.items()))
 
 
 if __name__ == "__main__":
