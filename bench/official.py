@@ -49,9 +49,13 @@ RECORDED = {
     "date": "2026-12-02",
     "torch": "2.13.0+cpu (both)",
     "size": 256, "frames": 8, "step_frames": 16, "threads": 2,
-    # the official's medians of two alternating rounds (this Xeon, load 1-2): {dtype: {bench: s, bench + "_cpu": CPU s}}
-    "seconds": {"fp32": {"referencenet": 3.05, "cfg": 24.60, "nocfg": 12.64, "step": 50.84,
-                         "referencenet_cpu": 5.98, "cfg_cpu": 48.47, "nocfg_cpu": 24.88, "step_cpu": 99.23}},
+    # the official's medians of 3 (bf16: 2) alternating rounds, --rounds 3 --ablation 1, load 1.8-2.1 (the benchmark's
+    # own 2 threads): {dtype: {bench: s, bench + "_cpu": CPU s}}. Ours, same torch, same run: fp32 ReferenceNet 2.01 s,
+    # CFG call 18.91, no-CFG 10.94, step 37.95; bf16 0.59, 6.08, 3.65, 11.64.
+    "seconds": {"fp32": {"referencenet": 3.05, "cfg": 25.49, "nocfg": 13.46, "step": 53.93,
+                         "referencenet_cpu": 6.00, "cfg_cpu": 49.88, "nocfg_cpu": 26.36, "step_cpu": 104.29},
+                "bf16": {"referencenet": 0.95, "cfg": 8.38, "nocfg": 16.51, "step": 17.58,
+                         "referencenet_cpu": 1.88, "cfg_cpu": 16.53, "nocfg_cpu": 32.06, "step_cpu": 34.53}},
 }
 
 SD15_UNET = {  # lambdalabs/sd-image-variations-diffusers unet/config.json
